@@ -1,0 +1,534 @@
+//! The backend conformance suite: every [`JobQueue`] + [`Bus`] implementation must pass
+//! [`run_all`]. Each check gets a fresh backend from the factory and panics on a violation, so
+//! a backend crate calls it from one `#[tokio::test]`.
+
+use crate::{
+    AttemptFailure, Bus, FailOutcome, Inbound, JobEvent, JobQueue, JobState, MethodInfo, NewJob,
+    WorkerAnnouncement, new_job_id, raw,
+};
+use jobcast_protocol::{Backoff, BackoffKind, ErrorCode, JobOptions};
+use std::{future::Future, sync::Arc, time::Duration};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// A backend under test.
+pub struct Backend {
+    /// The queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// The bus of the same backend.
+    pub bus: Arc<dyn Bus>,
+}
+
+const GW: &str = "gw-conformance";
+const LEASE: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_millis(1500);
+
+fn job(method: &str, options: JobOptions) -> NewJob {
+    NewJob {
+        id: new_job_id(),
+        method: method.into(),
+        params: raw(r#"{"n":1}"#),
+        owner: "u1".into(),
+        request_id: None,
+        options,
+    }
+}
+
+fn methods(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn next_event(inbox: &mut UnboundedReceiver<Inbound>) -> JobEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await {
+            Ok(Some(Inbound::Job(e))) => return e,
+            Ok(Some(Inbound::Topic { .. })) => continue,
+            other => panic!("no job event: {other:?}"),
+        }
+    }
+}
+
+/// Runs every check, each on a fresh backend made by `make`.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Backend>,
+{
+    enqueue_is_idempotent(make().await).await;
+    claim_progress_complete_reach_listener(make().await).await;
+    priority_then_fifo(make().await).await;
+    delayed_jobs_wait(make().await).await;
+    retries_then_success(make().await).await;
+    last_failure_is_final(make().await).await;
+    timeout_on_last_attempt(make().await).await;
+    non_retryable_fails_at_once(make().await).await;
+    cancel_queued_and_active(make().await).await;
+    lapsed_lease_is_reclaimed(make().await).await;
+    renewed_lease_is_kept(make().await).await;
+    claim_filters_methods(make().await).await;
+    method_registry(make().await).await;
+}
+
+/// Duplicate ids create nothing and report the existing job.
+pub async fn enqueue_is_idempotent(b: Backend) {
+    let j = job("m", JobOptions::default());
+    let id = j.id.clone();
+    let first = b.queue.enqueue(j.clone(), GW).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.state, JobState::Queued);
+    let mut other = j;
+    other.owner = "u2".into();
+    let again = b.queue.enqueue(other, GW).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.owner, "u1", "a duplicate reports the original owner");
+    let snap = b.queue.snapshot(&id).await.unwrap().unwrap();
+    assert_eq!(snap.state, JobState::Queued);
+    assert_eq!(snap.owner, "u1");
+    assert_eq!(snap.attempt, 0);
+    assert_eq!(b.queue.counts().await.unwrap().queued, 1);
+    assert!(b.queue.snapshot("nope").await.unwrap().is_none());
+    assert!(!b.queue.listen("nope", GW).await.unwrap());
+}
+
+/// Progress and the result reach the listening gateway in order.
+pub async fn claim_progress_complete_reach_listener(b: Backend) {
+    let mut inbox = b.bus.open_inbox(GW).unwrap();
+    let j = job("m", JobOptions::default());
+    let id = j.id.clone();
+    b.queue.enqueue(j, GW).await.unwrap();
+    let claimed = b
+        .queue
+        .claim("w1", &methods(&["m"]), 10, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let c = &claimed[0];
+    assert_eq!(c.lease.job_id, id);
+    assert_eq!(c.attempt, 1);
+    assert_eq!(c.params.get(), r#"{"n":1}"#);
+    assert_eq!(
+        b.queue.snapshot(&id).await.unwrap().unwrap().state,
+        JobState::Active
+    );
+    b.queue.progress(&c.lease, raw("50")).await.unwrap();
+    b.queue
+        .complete(&c.lease, raw(r#"{"ok":true}"#))
+        .await
+        .unwrap();
+    match next_event(&mut inbox).await {
+        JobEvent::Progress { job_id, progress } => {
+            assert_eq!(job_id, id);
+            assert_eq!(progress.get(), "50");
+        }
+        e => panic!("expected progress, got {e:?}"),
+    }
+    match next_event(&mut inbox).await {
+        JobEvent::Finished { job_id, outcome } => {
+            assert_eq!(job_id, id);
+            assert_eq!(outcome.unwrap().get(), r#"{"ok":true}"#);
+        }
+        e => panic!("expected finish, got {e:?}"),
+    }
+    let snap = b.queue.snapshot(&id).await.unwrap().unwrap();
+    assert_eq!(snap.state, JobState::Completed);
+    assert_eq!(snap.result.unwrap().get(), r#"{"ok":true}"#);
+    assert!(snap.finished_at.is_some());
+    assert!(matches!(
+        b.queue.complete(&c.lease, raw("1")).await,
+        Err(crate::Error::LeaseLost(_))
+    ));
+}
+
+/// Higher priority first; first in first out within a priority.
+pub async fn priority_then_fifo(b: Backend) {
+    let mut ids = Vec::new();
+    for p in [0u16, 5, 5, 10] {
+        let j = job(
+            "m",
+            JobOptions {
+                priority: p,
+                ..Default::default()
+            },
+        );
+        ids.push(j.id.clone());
+        b.queue.enqueue(j, GW).await.unwrap();
+    }
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let c = b
+            .queue
+            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+            .await
+            .unwrap();
+        order.push(c[0].lease.job_id.clone());
+    }
+    assert_eq!(
+        order,
+        vec![
+            ids[3].clone(),
+            ids[1].clone(),
+            ids[2].clone(),
+            ids[0].clone()
+        ]
+    );
+}
+
+/// A delayed job is not claimable before its time.
+pub async fn delayed_jobs_wait(b: Backend) {
+    let j = job(
+        "m",
+        JobOptions {
+            delay_ms: 400,
+            ..Default::default()
+        },
+    );
+    let id = j.id.clone();
+    let start = std::time::Instant::now();
+    let e = b.queue.enqueue(j, GW).await.unwrap();
+    assert_eq!(e.state, JobState::Delayed);
+    let none = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a delayed job was claimed early");
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].lease.job_id, id);
+    assert!(start.elapsed() >= Duration::from_millis(390));
+}
+
+/// Failures are retried after the backoff until an attempt succeeds.
+pub async fn retries_then_success(b: Backend) {
+    let j = job(
+        "m",
+        JobOptions {
+            attempts: 3,
+            backoff: Backoff {
+                kind: BackoffKind::Fixed,
+                delay_ms: 50,
+                jitter: 0.0,
+            },
+            ..Default::default()
+        },
+    );
+    let id = j.id.clone();
+    b.queue.enqueue(j, GW).await.unwrap();
+    for attempt in 1..=2 {
+        let c = b
+            .queue
+            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(c[0].attempt, attempt);
+        let out = b
+            .queue
+            .fail(
+                &c[0].lease,
+                AttemptFailure::Error {
+                    message: "boom".into(),
+                    retryable: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out, FailOutcome::Retrying { .. }));
+        let s = b.queue.snapshot(&id).await.unwrap().unwrap().state;
+        assert!(matches!(s, JobState::Delayed | JobState::Queued));
+    }
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(c[0].attempt, 3);
+    b.queue.complete(&c[0].lease, raw("true")).await.unwrap();
+    let snap = b.queue.snapshot(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (snap.state, snap.attempt, snap.attempts),
+        (JobState::Completed, 3, 3)
+    );
+}
+
+/// The last failed attempt ends the job with -32000 and `data.attempts`.
+pub async fn last_failure_is_final(b: Backend) {
+    let mut inbox = b.bus.open_inbox(GW).unwrap();
+    let j = job(
+        "m",
+        JobOptions {
+            attempts: 2,
+            ..Default::default()
+        },
+    );
+    let id = j.id.clone();
+    b.queue.enqueue(j, GW).await.unwrap();
+    for expect in [FailOutcome::Retrying { at_ms: 0 }, FailOutcome::Dead] {
+        let c = b
+            .queue
+            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+            .await
+            .unwrap();
+        let out = b
+            .queue
+            .fail(
+                &c[0].lease,
+                AttemptFailure::Error {
+                    message: "boom".into(),
+                    retryable: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::mem::discriminant(&out),
+            std::mem::discriminant(&expect)
+        );
+    }
+    match next_event(&mut inbox).await {
+        JobEvent::Finished {
+            outcome: Err(e), ..
+        } => {
+            assert_eq!(e.code, ErrorCode::JobFailed);
+            assert!(e.message.contains("boom"));
+            let data: serde_json::Value = serde_json::from_str(e.data.unwrap().get()).unwrap();
+            assert_eq!(data["attempts"], 2);
+        }
+        e => panic!("expected failure, got {e:?}"),
+    }
+    assert_eq!(
+        b.queue.snapshot(&id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    assert_eq!(b.queue.counts().await.unwrap().failed, 1);
+}
+
+/// A timeout on the last attempt ends the job with -32001.
+pub async fn timeout_on_last_attempt(b: Backend) {
+    let mut inbox = b.bus.open_inbox(GW).unwrap();
+    b.queue
+        .enqueue(job("m", JobOptions::default()), GW)
+        .await
+        .unwrap();
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    b.queue
+        .fail(&c[0].lease, AttemptFailure::TimedOut)
+        .await
+        .unwrap();
+    match next_event(&mut inbox).await {
+        JobEvent::Finished {
+            outcome: Err(e), ..
+        } => assert_eq!(e.code, ErrorCode::JobTimedOut),
+        e => panic!("expected timeout, got {e:?}"),
+    }
+}
+
+/// A non-retryable failure fails the job even with attempts left.
+pub async fn non_retryable_fails_at_once(b: Backend) {
+    let j = job(
+        "m",
+        JobOptions {
+            attempts: 5,
+            ..Default::default()
+        },
+    );
+    let id = j.id.clone();
+    b.queue.enqueue(j, GW).await.unwrap();
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    let out = b
+        .queue
+        .fail(
+            &c[0].lease,
+            AttemptFailure::Error {
+                message: "bad".into(),
+                retryable: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Dead);
+    assert_eq!(
+        b.queue.snapshot(&id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+}
+
+/// Cancelling a queued job ends it; cancelling a running one fires the worker's token.
+pub async fn cancel_queued_and_active(b: Backend) {
+    let mut inbox = b.bus.open_inbox(GW).unwrap();
+    let queued = job("m", JobOptions::default());
+    let qid = queued.id.clone();
+    b.queue.enqueue(queued, GW).await.unwrap();
+    let c = b.queue.cancel(&qid).await.unwrap().unwrap();
+    assert!(c.cancelled);
+    assert_eq!(c.state, JobState::Cancelled);
+    match next_event(&mut inbox).await {
+        JobEvent::Finished {
+            outcome: Err(e),
+            job_id,
+        } => {
+            assert_eq!(job_id, qid);
+            assert_eq!(e.code, ErrorCode::JobCancelled);
+        }
+        e => panic!("expected cancel, got {e:?}"),
+    }
+    let none = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a cancelled job was claimed");
+    let again = b.queue.cancel(&qid).await.unwrap().unwrap();
+    assert!(!again.cancelled);
+
+    let active = job("m", JobOptions::default());
+    let aid = active.id.clone();
+    b.queue.enqueue(active, GW).await.unwrap();
+    let claimed = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert!(!claimed[0].cancel.is_cancelled());
+    let c = b.queue.cancel(&aid).await.unwrap().unwrap();
+    assert!(c.cancelled);
+    tokio::time::timeout(Duration::from_secs(5), claimed[0].cancel.cancelled())
+        .await
+        .expect("the worker's cancel token did not fire");
+    assert!(b.queue.complete(&claimed[0].lease, raw("1")).await.is_err());
+    assert_eq!(
+        b.queue.snapshot(&aid).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(b.queue.cancel("nope").await.unwrap().is_none());
+}
+
+/// A lease that is not renewed lapses and the job runs again, counting an attempt.
+pub async fn lapsed_lease_is_reclaimed(b: Backend) {
+    let j = job(
+        "m",
+        JobOptions {
+            attempts: 2,
+            ..Default::default()
+        },
+    );
+    let id = j.id.clone();
+    b.queue.enqueue(j, GW).await.unwrap();
+    let first = b
+        .queue
+        .claim("w1", &methods(&["m"]), 1, Duration::from_millis(200), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(first[0].attempt, 1);
+    let second = b
+        .queue
+        .claim("w2", &methods(&["m"]), 1, LEASE, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "lapsed job not reclaimed");
+    assert_eq!(second[0].lease.job_id, id);
+    assert_eq!(second[0].attempt, 2);
+    assert!(
+        first[0].cancel.is_cancelled(),
+        "the old holder was not told"
+    );
+    assert!(b.queue.complete(&first[0].lease, raw("1")).await.is_err());
+    b.queue.complete(&second[0].lease, raw("2")).await.unwrap();
+    let renewed = b
+        .queue
+        .renew(&[first[0].lease.clone()], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![id]);
+}
+
+/// Renewing keeps a lease past its original length.
+pub async fn renewed_lease_is_kept(b: Backend) {
+    b.queue
+        .enqueue(job("m", JobOptions::default()), GW)
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(300);
+    let c = b
+        .queue
+        .claim("w1", &methods(&["m"]), 1, lease, WAIT)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let lost = b.queue.renew(&[c[0].lease.clone()], lease).await.unwrap();
+        assert!(lost.is_empty());
+    }
+    let none = b
+        .queue
+        .claim("w2", &methods(&["m"]), 1, LEASE, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a renewed lease was taken");
+    b.queue.complete(&c[0].lease, raw("1")).await.unwrap();
+}
+
+/// Workers only get the methods they ask for.
+pub async fn claim_filters_methods(b: Backend) {
+    b.queue
+        .enqueue(job("a", JobOptions::default()), GW)
+        .await
+        .unwrap();
+    let none = b
+        .queue
+        .claim("w", &methods(&["b"]), 5, LEASE, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let some = b
+        .queue
+        .claim("w", &methods(&["b", "a"]), 5, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0].method, "a");
+}
+
+/// Announced methods are listed while the worker lives.
+pub async fn method_registry(b: Backend) {
+    let m = |n: &str| MethodInfo {
+        name: n.into(),
+        params_schema: None,
+    };
+    b.queue
+        .announce(&WorkerAnnouncement {
+            worker_id: "w1".into(),
+            methods: vec![m("b"), m("a")],
+            ttl: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    b.queue
+        .announce(&WorkerAnnouncement {
+            worker_id: "w2".into(),
+            methods: vec![m("a"), m("c")],
+            ttl: Duration::from_millis(200),
+        })
+        .await
+        .unwrap();
+    let names = |v: Vec<MethodInfo>| v.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    assert_eq!(names(b.queue.methods().await.unwrap()), vec!["a", "b", "c"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        names(b.queue.methods().await.unwrap()),
+        vec!["a", "b"],
+        "lapsed worker still listed"
+    );
+    b.queue.withdraw("w1").await.unwrap();
+    assert!(b.queue.methods().await.unwrap().is_empty());
+}

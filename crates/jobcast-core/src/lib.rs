@@ -1,0 +1,15 @@
+//! jobcast's backend abstraction: the job types every backend shares, the [`JobQueue`] and
+//! [`Bus`] traits the gateway and the workers talk to, and a [`conformance`] suite that every
+//! backend must pass.
+#![warn(missing_docs)]
+
+pub mod conformance;
+mod error;
+mod traits;
+mod types;
+
+pub use error::{Error, Result};
+pub use traits::{Bus, JobQueue};
+pub use types::*;
+
+pub use jobcast_protocol as protocol;

@@ -1,0 +1,98 @@
+//! The two interfaces a backend implements: [`JobQueue`] (durable jobs, leases, the method
+//! registry) and [`Bus`] (delivery of job events and topic messages to gateways).
+//! Both are object-safe so the binary can choose a backend from configuration.
+
+use crate::{
+    AttemptFailure, Cancelled, ClaimedJob, Enqueued, FailOutcome, Inbound, JobSnapshot, Lease,
+    MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement,
+};
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A durable job queue.
+///
+/// Delivery is at least once: a job whose worker disappears (its lease lapses) runs again.
+/// Every state change that a client can observe is durable before the call returns.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Creates `job`, or — when a job with the same id exists — creates nothing and reports it
+    /// with `duplicate: true` and its current state and owner. The new job is `queued`, or
+    /// `delayed` when `options.delay_ms > 0`. Returns only once the job is durable.
+    /// `listener` (a gateway id) is recorded to receive the job's events.
+    /// Fails with [`crate::Error::QueueFull`] when the queue is at its configured limit.
+    async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued>;
+
+    /// Records `listener` (a gateway id) to receive the events of `job_id` from now on.
+    /// Returns false for an unknown job.
+    async fn listen(&self, job_id: &str, listener: &str) -> Result<bool>;
+
+    /// The job's snapshot, or `None` when unknown (or purged after retention).
+    async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>>;
+
+    /// Cancels the job: a queued or delayed job ends at once; a running job ends at once for
+    /// its clients (error -32002) and its worker's cancellation token fires. An ended job is
+    /// left as it is (`cancelled: false`). `None` for an unknown job.
+    async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>>;
+
+    /// Claims up to `max` ready jobs of the given methods, highest priority first, first in
+    /// first out within a priority, each with a lease of `lease`. Waits up to `wait` for work
+    /// to appear (without polling the store); returns an empty list when none did.
+    async fn claim(
+        &self,
+        worker_id: &str,
+        methods: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedJob>>;
+
+    /// Extends the given leases by `lease`; returns the job ids whose leases are no longer
+    /// held (the worker must stop them).
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<String>>;
+
+    /// Records progress of a running job and sends it to the job's listeners.
+    async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()>;
+
+    /// Completes a running job with its result and sends the final response to its listeners.
+    /// [`crate::Error::LeaseLost`] when the lease is no longer held.
+    async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()>;
+
+    /// Ends the current attempt with a failure: schedules the next attempt after the job's
+    /// backoff when attempts remain and the failure is retryable, otherwise fails the job
+    /// (-32000, or -32001 when the last attempt timed out) and sends the final response.
+    async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome>;
+
+    /// Announces (or renews) a worker and the methods it serves.
+    async fn announce(&self, worker: &WorkerAnnouncement) -> Result<()>;
+
+    /// Removes a worker's announcement (on clean shutdown).
+    async fn withdraw(&self, worker_id: &str) -> Result<()>;
+
+    /// The methods served by live workers, each once, sorted by name.
+    async fn methods(&self) -> Result<Vec<MethodInfo>>;
+
+    /// Job counts by state.
+    async fn counts(&self) -> Result<QueueCounts>;
+
+    /// Whether the backend is reachable and accepting work.
+    fn is_ready(&self) -> bool;
+}
+
+/// Delivery of job events and topic messages to gateways.
+pub trait Bus: Send + Sync + 'static {
+    /// Opens the inbox of gateway `gateway_id`: events of jobs it listens to, and messages of
+    /// topics it subscribed to, arrive on the returned channel.
+    fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>>;
+
+    /// Publishes a topic message to the other gateways subscribed to `topic` (the publishing
+    /// gateway delivers to its own connections itself).
+    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()>;
+
+    /// Starts receiving `topic` in the inbox of `gateway_id`.
+    fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()>;
+
+    /// Stops receiving `topic`.
+    fn unsubscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()>;
+}

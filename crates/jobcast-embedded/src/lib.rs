@@ -1,0 +1,484 @@
+//! The embedded backend: a durable job queue and an in-process bus in one process, with job
+//! records kept in a local redb file (group-committed; `enqueue` returns after the commit that
+//! holds the job). Nothing to install: this is what `jobcast serve` runs on.
+#![warn(missing_docs)]
+
+mod state;
+mod store;
+
+use async_trait::async_trait;
+use jobcast_core::{
+    AttemptFailure, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome, Inbound, JobQueue,
+    JobSnapshot, Lease, MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement, now_ms,
+};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use state::{Effects, JobRecord, State};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use store::Store;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The redb file.
+    pub path: PathBuf,
+    /// How long ended jobs (and their results) are kept.
+    pub retention: Duration,
+    /// Most jobs not yet ended; `enqueue` fails with [`Error::QueueFull`] past it.
+    pub max_open_jobs: usize,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for a store at `path`: 24 h retention, one million open jobs.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            retention: Duration::from_secs(24 * 3600),
+            max_open_jobs: 1_000_000,
+        }
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    store: Store,
+    work: Notify,
+    workers: Mutex<HashMap<String, (Vec<MethodInfo>, Instant)>>,
+    inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<Inbound>>>,
+    topics: Mutex<HashMap<String, HashSet<String>>>,
+    config: EmbeddedConfig,
+    stopped: AtomicBool,
+}
+
+/// The embedded backend; cheap to clone. Implements [`JobQueue`] and [`Bus`].
+#[derive(Clone)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store, restores every job (running ones go back to the queue),
+    /// and starts the timer task that promotes delayed jobs, reclaims lapsed leases and purges
+    /// ended jobs past retention. Must be called inside a Tokio runtime.
+    pub fn open(config: EmbeddedConfig) -> Result<Self> {
+        if let Some(dir) = config.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+        }
+        let store = Store::open(&config.path).map_err(Error::Storage)?;
+        let mut records = Vec::new();
+        for (key, bytes) in store.load().map_err(Error::Storage)? {
+            match serde_json::from_slice::<JobRecord>(&bytes) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::error!(job_id = %key, error = %e, "skipping unreadable job record")
+                }
+            }
+        }
+        let restored = records.len();
+        let (state, fx) = State::restore(records, now_ms());
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            store,
+            work: Notify::new(),
+            workers: Mutex::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            config,
+            stopped: AtomicBool::new(false),
+        });
+        for (k, v) in fx.writes {
+            inner.store.write(k, v, false);
+        }
+        tracing::info!(jobs = restored, path = %inner.config.path.display(), "embedded store opened");
+        let stop = CancellationToken::new();
+        tokio::spawn(timer(inner.clone(), stop.clone()));
+        Ok(Self { inner, stop })
+    }
+
+    /// Stops the timer task and refuses new work; pending writes are still committed.
+    pub fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+        self.inner.work.notify_waiters();
+    }
+
+    /// Runs `f` on the state under its lock and sends the resulting writes to the store in
+    /// the same critical section, so the store sees changes in the order they happened.
+    fn change<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut State) -> Result<(T, Effects)>,
+    ) -> Result<(T, Effects, Option<store::Ack>)> {
+        let mut st = self.inner.state.lock();
+        let (out, mut fx) = f(&mut st)?;
+        let ack = self.inner.send_writes(&mut fx, durable);
+        Ok((out, fx, ack))
+    }
+
+    /// Waits for durability, then delivers events and wakes claimers.
+    async fn finish(&self, fx: Effects, ack: Option<store::Ack>) -> Result<()> {
+        if let Some(ack) = ack {
+            match ack.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::Storage(e)),
+                Err(_) => return Err(Error::Unavailable("store stopped".into())),
+            }
+        }
+        self.inner.deliver(fx);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("shutting down".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) <= 2 {
+            self.stop.cancel();
+        }
+    }
+}
+
+impl Inner {
+    fn send_writes(&self, fx: &mut Effects, durable: bool) -> Option<store::Ack> {
+        let n = fx.writes.len();
+        let mut ack = None;
+        for (i, (k, v)) in fx.writes.drain(..).enumerate() {
+            let last = i + 1 == n;
+            let a = self.store.write(k, v, durable && last);
+            if last {
+                ack = a;
+            }
+        }
+        ack
+    }
+
+    fn deliver(&self, fx: Effects) {
+        if fx.wake {
+            self.work.notify_waiters();
+        }
+        if fx.events.is_empty() {
+            return;
+        }
+        let inboxes = self.inboxes.lock();
+        for (listeners, event) in fx.events {
+            for l in &listeners {
+                if let Some(tx) = inboxes.get(l) {
+                    let _ = tx.send(Inbound::Job(event.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let mut fx = {
+            let mut st = inner.state.lock();
+            let due = st.next_due().is_some_and(|t| t <= now);
+            let mut fx = if due {
+                st.tick(now)
+            } else {
+                Effects::default()
+            };
+            if last_purge.elapsed() >= Duration::from_secs(1) {
+                last_purge = Instant::now();
+                let cutoff = now.saturating_sub(inner.config.retention.as_millis() as u64);
+                let purged = st.purge(cutoff, 10_000);
+                fx.writes.extend(purged.writes);
+            }
+            inner.send_writes(&mut fx, false);
+            fx
+        };
+        fx.writes.clear();
+        inner.deliver(fx);
+    }
+}
+
+#[async_trait]
+impl JobQueue for Embedded {
+    async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
+        self.check_open()?;
+        let max = self.inner.config.max_open_jobs;
+        let (out, fx, ack) = self.change(true, |st| st.enqueue(job, listener, now_ms(), max))?;
+        self.finish(fx, ack).await?;
+        Ok(out)
+    }
+
+    async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
+        Ok(self.inner.state.lock().listen(job_id, listener))
+    }
+
+    async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
+        Ok(self.inner.state.lock().snapshot(job_id))
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
+        let (out, fx, ack) = self.change(true, |st| Ok(st.cancel(job_id, now_ms())))?;
+        self.finish(fx, ack).await?;
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        _worker_id: &str,
+        methods: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let lease_ms = lease.as_millis() as u64;
+        loop {
+            self.check_open()?;
+            let notified = self.inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (jobs, fx, ack) =
+                self.change(false, |st| Ok(st.claim(methods, max, lease_ms, now_ms())))?;
+            self.finish(fx, ack).await?;
+            if !jobs.is_empty() {
+                return Ok(jobs);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .state
+            .lock()
+            .renew(leases, lease.as_millis() as u64, now_ms()))
+    }
+
+    async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
+        let (_, fx, ack) = self.change(false, |st| Ok(((), st.progress(lease, progress)?)))?;
+        self.finish(fx, ack).await
+    }
+
+    async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
+        let (_, fx, ack) =
+            self.change(true, |st| Ok(((), st.complete(lease, result, now_ms())?)))?;
+        self.finish(fx, ack).await
+    }
+
+    async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {
+        let unit = fastrand::f64();
+        let (out, fx, ack) = self.change(true, |st| st.fail(lease, failure, now_ms(), unit))?;
+        self.finish(fx, ack).await?;
+        Ok(out)
+    }
+
+    async fn announce(&self, worker: &WorkerAnnouncement) -> Result<()> {
+        self.inner.workers.lock().insert(
+            worker.worker_id.clone(),
+            (worker.methods.clone(), Instant::now() + worker.ttl),
+        );
+        Ok(())
+    }
+
+    async fn withdraw(&self, worker_id: &str) -> Result<()> {
+        self.inner.workers.lock().remove(worker_id);
+        Ok(())
+    }
+
+    async fn methods(&self) -> Result<Vec<MethodInfo>> {
+        let now = Instant::now();
+        let mut workers = self.inner.workers.lock();
+        workers.retain(|_, (_, expires)| *expires > now);
+        let mut by_name = BTreeMap::new();
+        for (methods, _) in workers.values() {
+            for m in methods {
+                by_name.entry(m.name.clone()).or_insert_with(|| m.clone());
+            }
+        }
+        Ok(by_name.into_values().collect())
+    }
+
+    async fn counts(&self) -> Result<QueueCounts> {
+        Ok(self.inner.state.lock().counts())
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.inner.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl Bus for Embedded {
+    fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner.inboxes.lock().insert(gateway_id.to_owned(), tx);
+        Ok(rx)
+    }
+
+    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()> {
+        let topics = self.inner.topics.lock();
+        let Some(gateways) = topics.get(topic) else {
+            return Ok(());
+        };
+        let inboxes = self.inner.inboxes.lock();
+        for gw in gateways.iter().filter(|g| g.as_str() != origin) {
+            if let Some(tx) = inboxes.get(gw) {
+                let _ = tx.send(Inbound::Topic {
+                    topic: topic.to_owned(),
+                    data: data.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
+        self.inner
+            .topics
+            .lock()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(gateway_id.to_owned());
+        Ok(())
+    }
+
+    fn unsubscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
+        let mut topics = self.inner.topics.lock();
+        if let Some(set) = topics.get_mut(topic) {
+            set.remove(gateway_id);
+            if set.is_empty() {
+                topics.remove(topic);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The store's job count (for tests and stats).
+impl Embedded {
+    /// Number of jobs held (open and ended within retention).
+    pub fn job_count(&self) -> usize {
+        self.inner.state.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobcast_core::conformance::{Backend, run_all};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        run_all(|| {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            let path = dir.path().join(format!("db{i}.redb"));
+            async move {
+                let e = Embedded::open(EmbeddedConfig::new(path)).unwrap();
+                Backend {
+                    queue: Arc::new(e.clone()),
+                    bus: Arc::new(e),
+                }
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let job = |id: &str| NewJob {
+            id: id.into(),
+            method: "m".into(),
+            params: jobcast_core::raw("[1]"),
+            owner: "u".into(),
+            request_id: None,
+            options: Default::default(),
+        };
+        {
+            let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();
+            e.enqueue(job("a"), "gw").await.unwrap();
+            e.enqueue(job("b"), "gw").await.unwrap();
+            let c = e
+                .claim(
+                    "w",
+                    &["m".into()],
+                    1,
+                    Duration::from_secs(30),
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
+            e.complete(&c[0].lease, jobcast_core::raw("7"))
+                .await
+                .unwrap();
+            let c = e
+                .claim(
+                    "w",
+                    &["m".into()],
+                    1,
+                    Duration::from_secs(30),
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
+            assert_eq!(c[0].lease.job_id, "b");
+            e.shutdown();
+        }
+        // Give the old store a moment to release the file.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut cfg = EmbeddedConfig::new(&path);
+        cfg.retention = Duration::from_millis(300);
+        let e = Embedded::open(cfg).unwrap();
+        let a = e.snapshot("a").await.unwrap().unwrap();
+        assert_eq!(a.result.unwrap().get(), "7");
+        let b = e.snapshot("b").await.unwrap().unwrap();
+        assert_eq!(
+            b.state,
+            jobcast_core::JobState::Queued,
+            "a running job is requeued on restart"
+        );
+        let c = e
+            .claim(
+                "w",
+                &["m".into()],
+                1,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c[0].attempt, 2);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            e.snapshot("a").await.unwrap().is_none(),
+            "ended job not purged after retention"
+        );
+    }
+}

@@ -1,0 +1,634 @@
+//! The in-memory job state machine of the embedded backend: job records and the indexes over
+//! them (ready by method and priority, delayed by time, leases by deadline, ended jobs by end
+//! time). Pure and synchronous; every change returns the [`Effects`] the caller must apply
+//! (records to persist, events to deliver).
+
+use jobcast_core::{
+    AttemptFailure, Cancelled, Enqueued, FailOutcome, JobError, JobEvent, JobSnapshot, JobState,
+    Lease, NewJob, QueueCounts,
+};
+use jobcast_protocol::{ErrorCode, JobOptions, RequestId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap},
+};
+use tokio_util::sync::CancellationToken;
+
+/// How many times a job may lose its lease (worker or process crash) before it fails.
+pub const MAX_STALLS: u32 = 3;
+/// Most gateways recorded as listeners of one job.
+const MAX_LISTENERS: usize = 32;
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub method: String,
+    pub params: Box<RawValue>,
+    pub owner: String,
+    pub request_id: Option<RequestId>,
+    pub options: JobOptions,
+    pub state: JobState,
+    pub progress: Option<Box<RawValue>>,
+    pub attempt: u32,
+    pub stalls: u32,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub run_at: u64,
+    pub seq: u64,
+    pub result: Option<Box<RawValue>>,
+    pub error: Option<JobError>,
+    pub listeners: Vec<String>,
+}
+
+impl JobRecord {
+    fn snapshot(&self) -> JobSnapshot {
+        JobSnapshot {
+            job_id: self.id.clone(),
+            method: self.method.clone(),
+            state: self.state,
+            progress: self.progress.clone(),
+            attempt: self.attempt,
+            attempts: self.options.attempts,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            result: self.result.clone(),
+            error: self.error.clone(),
+            owner: self.owner.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+/// The lease of a running job.
+#[derive(Debug)]
+pub struct ActiveLease {
+    pub token: String,
+    pub deadline: u64,
+    pub cancel: CancellationToken,
+}
+
+/// What the caller must do after a change.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Records to persist (`None` = delete).
+    pub writes: Vec<(String, Option<Vec<u8>>)>,
+    /// Events to deliver, each to the listed gateways.
+    pub events: Vec<(Vec<String>, JobEvent)>,
+    /// New ready work appeared: wake claimers.
+    pub wake: bool,
+}
+
+impl Effects {
+    fn persist(&mut self, rec: &JobRecord) {
+        match serde_json::to_vec(rec) {
+            Ok(bytes) => self.writes.push((rec.id.clone(), Some(bytes))),
+            Err(e) => tracing::error!(job_id = %rec.id, error = %e, "cannot encode job"),
+        }
+    }
+
+    fn finished(&mut self, rec: &JobRecord) {
+        let outcome = match (&rec.result, &rec.error) {
+            (Some(r), _) if rec.state == JobState::Completed => Ok(r.clone()),
+            (_, Some(e)) => Err(e.clone()),
+            _ => return,
+        };
+        self.events.push((
+            rec.listeners.clone(),
+            JobEvent::Finished {
+                job_id: rec.id.clone(),
+                outcome,
+            },
+        ));
+    }
+}
+
+type ReadyKey = (Reverse<u16>, u64, String);
+
+/// All jobs and their indexes.
+#[derive(Default)]
+pub struct State {
+    jobs: HashMap<String, JobRecord>,
+    ready: HashMap<String, BTreeSet<ReadyKey>>,
+    delayed: BTreeSet<(u64, u64, String)>,
+    active: HashMap<String, ActiveLease>,
+    deadlines: BTreeSet<(u64, String)>,
+    ended: BTreeSet<(u64, String)>,
+    seq: u64,
+    token_seq: u64,
+    /// Jobs not yet ended.
+    pub open_jobs: usize,
+    /// Ended jobs kept, by state.
+    ended_counts: HashMap<JobState, u64>,
+}
+
+impl State {
+    /// Rebuilds the state from stored records. Jobs that were running when the process
+    /// stopped go back to the queue (their attempt is counted as a stall).
+    pub fn restore(records: Vec<JobRecord>, now: u64) -> (Self, Effects) {
+        let mut s = State::default();
+        let mut fx = Effects::default();
+        for mut rec in records {
+            s.seq = s.seq.max(rec.seq + 1);
+            if rec.state == JobState::Active {
+                rec.stalls += 1;
+                rec.state = JobState::Queued;
+                fx.persist(&rec);
+            }
+            s.index(&rec, now);
+            s.jobs.insert(rec.id.clone(), rec);
+        }
+        fx.wake = true;
+        (s, fx)
+    }
+
+    fn index(&mut self, rec: &JobRecord, _now: u64) {
+        match rec.state {
+            JobState::Queued => {
+                self.ready.entry(rec.method.clone()).or_default().insert((
+                    Reverse(rec.options.priority),
+                    rec.seq,
+                    rec.id.clone(),
+                ));
+                self.open_jobs += 1;
+            }
+            JobState::Delayed => {
+                self.delayed.insert((rec.run_at, rec.seq, rec.id.clone()));
+                self.open_jobs += 1;
+            }
+            JobState::Active => self.open_jobs += 1,
+            JobState::Completed | JobState::Failed | JobState::Cancelled => {
+                self.ended
+                    .insert((rec.finished_at.unwrap_or(0), rec.id.clone()));
+                *self.ended_counts.entry(rec.state).or_default() += 1;
+            }
+        }
+    }
+
+    fn unindex_waiting(&mut self, rec: &JobRecord) {
+        match rec.state {
+            JobState::Queued => {
+                if let Some(set) = self.ready.get_mut(&rec.method) {
+                    set.remove(&(Reverse(rec.options.priority), rec.seq, rec.id.clone()));
+                }
+            }
+            JobState::Delayed => {
+                self.delayed.remove(&(rec.run_at, rec.seq, rec.id.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Creates a job or reports the existing one.
+    pub fn enqueue(
+        &mut self,
+        job: NewJob,
+        listener: &str,
+        now: u64,
+        max_open: usize,
+    ) -> Result<(Enqueued, Effects), jobcast_core::Error> {
+        let mut fx = Effects::default();
+        if let Some(rec) = self.jobs.get_mut(&job.id) {
+            if rec.owner == job.owner {
+                add_listener(rec, listener);
+            }
+            let out = Enqueued {
+                job_id: rec.id.clone(),
+                state: rec.state,
+                duplicate: true,
+                owner: rec.owner.clone(),
+            };
+            return Ok((out, fx));
+        }
+        if self.open_jobs >= max_open {
+            return Err(jobcast_core::Error::QueueFull);
+        }
+        let delayed = job.options.delay_ms > 0;
+        let rec = JobRecord {
+            seq: self.next_seq(),
+            id: job.id,
+            method: job.method,
+            params: job.params,
+            owner: job.owner,
+            request_id: job.request_id,
+            state: if delayed {
+                JobState::Delayed
+            } else {
+                JobState::Queued
+            },
+            progress: None,
+            attempt: 0,
+            stalls: 0,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            run_at: now + job.options.delay_ms,
+            options: job.options,
+            result: None,
+            error: None,
+            listeners: vec![listener.to_owned()],
+        };
+        fx.persist(&rec);
+        fx.wake = !delayed;
+        self.index(&rec, now);
+        let out = Enqueued {
+            job_id: rec.id.clone(),
+            state: rec.state,
+            duplicate: false,
+            owner: rec.owner.clone(),
+        };
+        self.jobs.insert(rec.id.clone(), rec);
+        Ok((out, fx))
+    }
+
+    /// Adds a listener to a job; false when unknown.
+    pub fn listen(&mut self, job_id: &str, listener: &str) -> bool {
+        match self.jobs.get_mut(job_id) {
+            Some(rec) => {
+                add_listener(rec, listener);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The job's snapshot.
+    pub fn snapshot(&self, job_id: &str) -> Option<JobSnapshot> {
+        self.jobs.get(job_id).map(JobRecord::snapshot)
+    }
+
+    /// Moves due delayed jobs to ready and requeues jobs whose lease lapsed.
+    pub fn tick(&mut self, now: u64) -> Effects {
+        let mut fx = Effects::default();
+        while let Some((run_at, _, _)) = self.delayed.first() {
+            if *run_at > now {
+                break;
+            }
+            let Some((_, _, id)) = self.delayed.pop_first() else {
+                break;
+            };
+            let seq = self.next_seq();
+            if let Some(rec) = self.jobs.get_mut(&id) {
+                rec.state = JobState::Queued;
+                rec.seq = seq;
+                self.ready.entry(rec.method.clone()).or_default().insert((
+                    Reverse(rec.options.priority),
+                    seq,
+                    id.clone(),
+                ));
+                fx.persist(rec);
+                fx.wake = true;
+            }
+        }
+        while let Some((deadline, _)) = self.deadlines.first() {
+            if *deadline > now {
+                break;
+            }
+            let Some((_, id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            if let Some(lease) = self.active.remove(&id) {
+                lease.cancel.cancel();
+                self.lapse(&id, now, &mut fx);
+            }
+        }
+        fx
+    }
+
+    fn lapse(&mut self, id: &str, now: u64, fx: &mut Effects) {
+        let seq = self.next_seq();
+        let Some(rec) = self.jobs.get_mut(id) else {
+            return;
+        };
+        rec.stalls += 1;
+        if rec.stalls > MAX_STALLS {
+            let msg = format!(
+                "job failed: its worker stopped responding {} times",
+                rec.stalls
+            );
+            rec.error = Some(JobError::with_attempts(
+                ErrorCode::JobFailed,
+                msg,
+                rec.attempt,
+                "lease lost",
+            ));
+            self.end(id, JobState::Failed, now, fx);
+            return;
+        }
+        tracing::warn!(job_id = %id, attempt = rec.attempt, "lease lapsed; job requeued");
+        rec.state = JobState::Queued;
+        rec.seq = seq;
+        self.ready.entry(rec.method.clone()).or_default().insert((
+            Reverse(rec.options.priority),
+            seq,
+            id.to_owned(),
+        ));
+        fx.persist(rec);
+        fx.wake = true;
+    }
+
+    /// The earliest time something becomes due (delayed run time or lease deadline).
+    pub fn next_due(&self) -> Option<u64> {
+        let d = self.delayed.first().map(|(t, _, _)| *t);
+        let l = self.deadlines.first().map(|(t, _)| *t);
+        match (d, l) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Claims up to `max` ready jobs of `methods`, best priority first across methods.
+    pub fn claim(
+        &mut self,
+        methods: &[String],
+        max: usize,
+        lease_ms: u64,
+        now: u64,
+    ) -> (Vec<jobcast_core::ClaimedJob>, Effects) {
+        let mut fx = Effects::default();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let best = methods
+                .iter()
+                .filter_map(|m| {
+                    self.ready
+                        .get(m)
+                        .and_then(|s| s.first())
+                        .map(|k| (k.clone(), m))
+                })
+                .min_by(|a, b| a.0.cmp(&b.0));
+            let Some((key, method)) = best else { break };
+            let method = method.clone();
+            if let Some(set) = self.ready.get_mut(&method) {
+                set.remove(&key);
+            }
+            let id = key.2;
+            self.token_seq += 1;
+            let token = format!("{}-{}", self.token_seq, fastrand::u32(..));
+            let Some(rec) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            rec.state = JobState::Active;
+            rec.attempt += 1;
+            rec.started_at = Some(now);
+            fx.persist(rec);
+            let cancel = CancellationToken::new();
+            let deadline = now + lease_ms;
+            self.deadlines.insert((deadline, id.clone()));
+            self.active.insert(
+                id.clone(),
+                ActiveLease {
+                    token: token.clone(),
+                    deadline,
+                    cancel: cancel.clone(),
+                },
+            );
+            out.push(jobcast_core::ClaimedJob {
+                lease: Lease { job_id: id, token },
+                method,
+                params: rec.params.clone(),
+                attempt: rec.attempt,
+                attempts: rec.options.attempts,
+                timeout: rec.options.timeout_ms.map(std::time::Duration::from_millis),
+                cancel,
+            });
+        }
+        (out, fx)
+    }
+
+    fn holds(&self, lease: &Lease) -> bool {
+        self.active
+            .get(&lease.job_id)
+            .is_some_and(|a| a.token == lease.token)
+    }
+
+    /// Extends leases; returns the ids no longer held.
+    pub fn renew(&mut self, leases: &[Lease], lease_ms: u64, now: u64) -> Vec<String> {
+        let mut lost = Vec::new();
+        for l in leases {
+            match self.active.get_mut(&l.job_id) {
+                Some(a) if a.token == l.token => {
+                    self.deadlines.remove(&(a.deadline, l.job_id.clone()));
+                    a.deadline = now + lease_ms;
+                    self.deadlines.insert((a.deadline, l.job_id.clone()));
+                }
+                _ => lost.push(l.job_id.clone()),
+            }
+        }
+        lost
+    }
+
+    /// Records progress.
+    pub fn progress(
+        &mut self,
+        lease: &Lease,
+        progress: Box<RawValue>,
+    ) -> Result<Effects, jobcast_core::Error> {
+        if !self.holds(lease) {
+            return Err(jobcast_core::Error::LeaseLost(lease.job_id.clone()));
+        }
+        let mut fx = Effects::default();
+        if let Some(rec) = self.jobs.get_mut(&lease.job_id) {
+            rec.progress = Some(progress.clone());
+            fx.persist(rec);
+            fx.events.push((
+                rec.listeners.clone(),
+                JobEvent::Progress {
+                    job_id: rec.id.clone(),
+                    progress,
+                },
+            ));
+        }
+        Ok(fx)
+    }
+
+    fn release(&mut self, lease: &Lease) -> Result<(), jobcast_core::Error> {
+        if !self.holds(lease) {
+            return Err(jobcast_core::Error::LeaseLost(lease.job_id.clone()));
+        }
+        if let Some(a) = self.active.remove(&lease.job_id) {
+            self.deadlines.remove(&(a.deadline, lease.job_id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Ends a job: state, time, indexes, persistence and the final event.
+    fn end(&mut self, id: &str, state: JobState, now: u64, fx: &mut Effects) {
+        let Some(rec) = self.jobs.get_mut(id) else {
+            return;
+        };
+        rec.state = state;
+        rec.finished_at = Some(now);
+        self.open_jobs = self.open_jobs.saturating_sub(1);
+        *self.ended_counts.entry(state).or_default() += 1;
+        self.ended.insert((now, id.to_owned()));
+        fx.persist(rec);
+        fx.finished(rec);
+    }
+
+    /// Completes a running job.
+    pub fn complete(
+        &mut self,
+        lease: &Lease,
+        result: Box<RawValue>,
+        now: u64,
+    ) -> Result<Effects, jobcast_core::Error> {
+        self.release(lease)?;
+        let mut fx = Effects::default();
+        if let Some(rec) = self.jobs.get_mut(&lease.job_id) {
+            rec.result = Some(result);
+        }
+        self.end(&lease.job_id, JobState::Completed, now, &mut fx);
+        Ok(fx)
+    }
+
+    /// Ends an attempt with a failure: retry or fail.
+    pub fn fail(
+        &mut self,
+        lease: &Lease,
+        failure: AttemptFailure,
+        now: u64,
+        unit: f64,
+    ) -> Result<(FailOutcome, Effects), jobcast_core::Error> {
+        self.release(lease)?;
+        let mut fx = Effects::default();
+        let seq = self.next_seq();
+        let Some(rec) = self.jobs.get_mut(&lease.job_id) else {
+            return Ok((FailOutcome::Dead, fx));
+        };
+        let retryable = match &failure {
+            AttemptFailure::Error { retryable, .. } => *retryable,
+            AttemptFailure::TimedOut => true,
+        };
+        if retryable && rec.attempt < rec.options.attempts {
+            let delay = rec.options.backoff.delay_for(rec.attempt, unit);
+            rec.run_at = now + delay;
+            rec.seq = seq;
+            if delay > 0 {
+                rec.state = JobState::Delayed;
+                self.delayed.insert((rec.run_at, seq, rec.id.clone()));
+            } else {
+                rec.state = JobState::Queued;
+                self.ready.entry(rec.method.clone()).or_default().insert((
+                    Reverse(rec.options.priority),
+                    seq,
+                    rec.id.clone(),
+                ));
+                fx.wake = true;
+            }
+            fx.persist(rec);
+            return Ok((FailOutcome::Retrying { at_ms: rec.run_at }, fx));
+        }
+        rec.error = Some(match failure {
+            AttemptFailure::Error { message, .. } => JobError::with_attempts(
+                ErrorCode::JobFailed,
+                format!("job failed: {message}"),
+                rec.attempt,
+                &message,
+            ),
+            AttemptFailure::TimedOut => JobError::with_attempts(
+                ErrorCode::JobTimedOut,
+                "job timed out".into(),
+                rec.attempt,
+                "timeout",
+            ),
+        });
+        let id = rec.id.clone();
+        self.end(&id, JobState::Failed, now, &mut fx);
+        Ok((FailOutcome::Dead, fx))
+    }
+
+    /// Cancels a job.
+    pub fn cancel(&mut self, job_id: &str, now: u64) -> (Option<Cancelled>, Effects) {
+        let mut fx = Effects::default();
+        let Some(rec) = self.jobs.get(job_id).cloned() else {
+            return (None, fx);
+        };
+        if rec.state.is_terminal() {
+            return (
+                Some(Cancelled {
+                    cancelled: false,
+                    state: rec.state,
+                }),
+                fx,
+            );
+        }
+        self.unindex_waiting(&rec);
+        if let Some(a) = self.active.remove(job_id) {
+            self.deadlines.remove(&(a.deadline, job_id.to_owned()));
+            a.cancel.cancel();
+        }
+        if let Some(r) = self.jobs.get_mut(job_id) {
+            r.error = Some(JobError::with_attempts(
+                ErrorCode::JobCancelled,
+                "job cancelled".into(),
+                r.attempt,
+                "cancelled",
+            ));
+        }
+        self.end(job_id, JobState::Cancelled, now, &mut fx);
+        (
+            Some(Cancelled {
+                cancelled: true,
+                state: JobState::Cancelled,
+            }),
+            fx,
+        )
+    }
+
+    /// Removes up to `limit` ended jobs that ended before `cutoff`.
+    pub fn purge(&mut self, cutoff: u64, limit: usize) -> Effects {
+        let mut fx = Effects::default();
+        for _ in 0..limit {
+            match self.ended.first() {
+                Some((t, _)) if *t < cutoff => {}
+                _ => break,
+            }
+            let Some((_, id)) = self.ended.pop_first() else {
+                break;
+            };
+            if let Some(rec) = self.jobs.remove(&id) {
+                let n = self.ended_counts.entry(rec.state).or_default();
+                *n = n.saturating_sub(1);
+            }
+            fx.writes.push((id, None));
+        }
+        fx
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> QueueCounts {
+        let ended = |s| self.ended_counts.get(&s).copied().unwrap_or(0);
+        QueueCounts {
+            queued: self.ready.values().map(|s| s.len() as u64).sum(),
+            delayed: self.delayed.len() as u64,
+            active: self.active.len() as u64,
+            completed: ended(JobState::Completed),
+            failed: ended(JobState::Failed),
+            cancelled: ended(JobState::Cancelled),
+        }
+    }
+
+    /// Number of stored jobs.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+fn add_listener(rec: &mut JobRecord, listener: &str) {
+    if !rec.listeners.iter().any(|l| l == listener) {
+        if rec.listeners.len() >= MAX_LISTENERS {
+            rec.listeners.remove(0);
+        }
+        rec.listeners.push(listener.to_owned());
+    }
+}
