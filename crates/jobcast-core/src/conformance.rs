@@ -2,6 +2,9 @@
 //! [`run_all`]. Each check gets a fresh backend from the factory and panics on a violation, so
 //! a backend crate calls it from one `#[tokio::test]`.
 
+// This module is a test suite: panicking on an unexpected result is its way of failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::{
     AttemptFailure, Bus, FailOutcome, Inbound, JobEvent, JobQueue, JobState, MethodInfo, NewJob,
     WorkerAnnouncement, new_job_id, raw,

@@ -114,6 +114,12 @@ impl Embedded {
         self.inner.work.notify_waiters();
     }
 
+    /// Stops like [`Embedded::shutdown`] and waits until every write is committed.
+    pub async fn close(&self) {
+        self.shutdown();
+        let _ = self.inner.store.flush().await;
+    }
+
     /// Runs `f` on the state under its lock and sends the resulting writes to the store in
     /// the same critical section, so the store sees changes in the order they happened.
     fn change<T>(

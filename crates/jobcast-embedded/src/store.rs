@@ -17,6 +17,7 @@ enum Op {
         value: Option<Vec<u8>>,
         ack: Option<oneshot::Sender<Result<(), String>>>,
     },
+    Flush(oneshot::Sender<Result<(), String>>),
     Stop,
 }
 
@@ -81,6 +82,15 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Resolves once every write queued before it is committed.
+    pub fn flush(&self) -> Ack {
+        let (t, r) = oneshot::channel();
+        let _ = self.tx.send(Op::Flush(t));
+        r
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.tx.send(Op::Stop);
@@ -124,6 +134,10 @@ fn absorb(
         Op::Write { key, value, ack } => {
             pending.insert(key, value);
             acks.extend(ack);
+            false
+        }
+        Op::Flush(ack) => {
+            acks.push(ack);
             false
         }
         Op::Stop => true,

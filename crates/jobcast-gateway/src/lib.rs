@@ -1,1 +1,227 @@
-//! placeholder
+//! The jobcast gateway: accepts WebSocket connections (JWT-authenticated), serves JSON-RPC
+//! requests on them, turns job calls into durable jobs on a [`JobQueue`], and pushes job
+//! events and topic messages from a [`Bus`] to the attached and subscribed connections.
+//!
+//! Modules: [`auth`] (tokens and what they allow), [`hub`] (connections, attachments,
+//! topics), [`registry`] (methods served, params schemas), `rpc` (serving one request),
+//! `session` (one connection's loop), [`http`] (the upgrade and the HTTP routes).
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod http;
+pub mod hub;
+pub mod registry;
+mod rpc;
+mod session;
+
+use auth::AuthConfig;
+use jobcast_core::{Bus, Inbound, JobQueue};
+use jobcast_protocol::OptionLimits;
+use serde_json::value::RawValue;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Gateway settings.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// This gateway's id (in `rpc.welcome`, `/stats`, and as its inbox name).
+    pub server_id: String,
+    /// Ping interval; a peer silent for two intervals is closed with 1001.
+    pub heartbeat: Duration,
+    /// Largest inbound message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Outbound frames queued per connection before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Most connections at once; more are refused with 503.
+    pub max_connections: usize,
+    /// Requests served at once per connection; reading pauses past it.
+    pub max_in_flight: usize,
+    /// Most jobs one connection may be attached to.
+    pub max_jobs_per_conn: usize,
+    /// Most topics one connection may subscribe to (its `user:` topic included).
+    pub max_topics_per_conn: usize,
+    /// Limits job options are clamped to.
+    pub option_limits: OptionLimits,
+    /// Token verification.
+    pub auth: AuthConfig,
+}
+
+impl GatewayConfig {
+    /// Defaults with the given id and token settings.
+    pub fn new(server_id: impl Into<String>, auth: AuthConfig) -> Self {
+        Self {
+            server_id: server_id.into(),
+            heartbeat: Duration::from_secs(25),
+            max_message_bytes: 1 << 20,
+            outbound_queue: 1024,
+            max_connections: 100_000,
+            max_in_flight: 128,
+            max_jobs_per_conn: 10_000,
+            max_topics_per_conn: 256,
+            option_limits: OptionLimits::default(),
+            auth,
+        }
+    }
+}
+
+/// A gateway: shared state of every connection it serves.
+pub struct Gateway {
+    /// Settings.
+    pub config: GatewayConfig,
+    /// Connections, attachments, topics.
+    pub hub: hub::Hub,
+    /// The job queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Methods served.
+    pub registry: registry::Registry,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+    /// Fires when the gateway shuts down; sessions close with 1012.
+    pub shutdown: CancellationToken,
+    /// When the gateway started.
+    pub started: Instant,
+}
+
+impl Gateway {
+    /// Creates the gateway and starts delivering its inbox. Must run inside a Tokio runtime.
+    pub fn new(
+        config: GatewayConfig,
+        queue: Arc<dyn JobQueue>,
+        bus: Arc<dyn Bus>,
+    ) -> jobcast_core::Result<Arc<Self>> {
+        let mut inbox = bus.open_inbox(&config.server_id)?;
+        let gw = Arc::new(Self {
+            registry: registry::Registry::new(queue.clone()),
+            config,
+            hub: hub::Hub::default(),
+            queue,
+            bus,
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+        });
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            while let Some(msg) = inbox.recv().await {
+                let Some(gw) = weak.upgrade() else { return };
+                match msg {
+                    Inbound::Job(event) => gw.hub.dispatch(&event),
+                    Inbound::Topic { topic, data } => {
+                        gw.hub.publish_local(&topic, &data);
+                    }
+                }
+            }
+        });
+        Ok(gw)
+    }
+
+    /// The HTTP router (`/ws`, `/healthz`, `/readyz`).
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// Serves on `listener` until `stop` fires; then refuses new connections, closes the open
+    /// ones with 1012 and returns once they are gone (or after `drain_deadline`).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        drain_deadline: Duration,
+    ) -> std::io::Result<()> {
+        let app = self.router();
+        let gw = self.clone();
+        let stop2 = stop.clone();
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop2.cancelled().await;
+            gw.draining.store(true, Ordering::SeqCst);
+            gw.shutdown.cancel();
+        });
+        let result = server.into_future();
+        tokio::pin!(result);
+        tokio::select! {
+            r = &mut result => return r,
+            _ = stop.cancelled() => {}
+        }
+        match tokio::time::timeout(drain_deadline, result).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("drain deadline passed with connections still open");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the gateway refuses new work.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining: new connections get 503, new job calls -32005.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections currently open (including ones being upgraded).
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn try_admit(&self) -> bool {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Subscribes a connection to a topic, holding the bus subscription while any local
+    /// connection is subscribed.
+    fn subscribe(&self, conn: &Arc<hub::Conn>, topic: &str) {
+        let (_, first) = self.hub.subscribe(topic, conn);
+        if first && let Err(e) = self.bus.subscribe_topic(&self.config.server_id, topic) {
+            tracing::warn!(topic, error = %e, "bus subscribe failed");
+        }
+    }
+
+    fn unsubscribe(&self, conn: &hub::Conn, topic: &str) {
+        let (_, last) = self.hub.unsubscribe(topic, conn);
+        if last {
+            self.bus_unsubscribe(topic);
+        }
+    }
+
+    fn bus_unsubscribe(&self, topic: &str) {
+        if let Err(e) = self.bus.unsubscribe_topic(&self.config.server_id, topic) {
+            tracing::warn!(topic, error = %e, "bus unsubscribe failed");
+        }
+    }
+
+    /// Publishes to a topic: local subscribers at once, other gateways through the bus.
+    /// Returns the number of local receivers.
+    pub fn publish(&self, topic: &str, data: &RawValue) -> usize {
+        let n = self.hub.publish_local(topic, data);
+        if let Err(e) = self.bus.publish_topic(&self.config.server_id, topic, data) {
+            tracing::warn!(topic, error = %e, "bus publish failed");
+        }
+        n
+    }
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! The `jobcast` binary: `serve` (everything in one process on the embedded store), `token`
+//! (mint a dev token) and `call` (call a method from the command line).
+
+mod call;
+mod serve;
+mod settings;
+
+use clap::{Parser, Subcommand};
+
+/// jobcast: a real-time async job gateway (JSON-RPC 2.0 over WebSocket).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway + embedded durable queue + demo worker, in one process.
+    Serve(serve::ServeArgs),
+    /// Mint a development token signed with the configured secret.
+    Token(settings::TokenArgs),
+    /// Call a method, show its progress on stderr and print the result on stdout.
+    Call(call::CallArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => runtime()
+            .and_then(|rt| rt.block_on(serve::run(a)))
+            .map(|()| 0),
+        Command::Token(a) => settings::token(a).map(|()| 0),
+        Command::Call(a) => runtime().and_then(|rt| rt.block_on(call::run(a))),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

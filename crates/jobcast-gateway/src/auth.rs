@@ -1,0 +1,215 @@
+//! Authentication of WebSocket upgrades: where the token is found (header, subprotocol,
+//! query), how it is verified (JWT, HS256/384/512 here), and what its claims allow
+//! (methods, topics to subscribe to, topics to publish to).
+
+use jobcast_protocol::topics::{any_matches, user_topic};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Longest token accepted; longer ones are refused before any decoding.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// How tokens are verified.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// The shared HMAC secret.
+    pub secret: Vec<u8>,
+    /// Accept tokens without `exp`.
+    pub allow_no_exp: bool,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Clock leeway in seconds for `exp`/`nbf`.
+    pub leeway_secs: u64,
+}
+
+impl AuthConfig {
+    /// HS256/384/512 with `secret`, `exp` required, 30 s leeway.
+    pub fn hmac(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+            allow_no_exp: false,
+            audience: None,
+            issuer: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// The claims jobcast reads from a token.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Topic patterns the user may subscribe to (absent: any but other users' `user:` topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
+    /// Topic patterns the user may publish to (absent: any but other users' `user:` topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
+    /// Method patterns the user may call (absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Kind of user, shown in `/stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
+}
+
+/// Why a token was refused (logged; the client only sees 401).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials anywhere.
+    #[error("missing token")]
+    Missing,
+    /// Over [`MAX_TOKEN_LEN`].
+    #[error("token too large")]
+    TooLarge,
+    /// Verification failed.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl Claims {
+    /// Whether the user may call `method`.
+    pub fn may_call(&self, method: &str) -> bool {
+        self.methods.as_ref().is_none_or(|p| any_matches(p, method))
+    }
+
+    /// Whether the user may subscribe to `topic`. Their own `user:` topic is always allowed.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        self.allowed(self.topics.as_ref(), topic)
+    }
+
+    /// Whether the user may publish to `topic`.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.allowed(self.publish.as_ref(), topic)
+    }
+
+    fn allowed(&self, patterns: Option<&Vec<String>>, topic: &str) -> bool {
+        if topic == user_topic(&self.sub) {
+            return true;
+        }
+        match patterns {
+            Some(p) => any_matches(p, topic),
+            None => !topic.starts_with("user:"),
+        }
+    }
+}
+
+/// Verifies a token and returns its claims.
+pub fn verify(config: &AuthConfig, token: &str) -> Result<Claims, AuthError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::TooLarge);
+    }
+    let mut v = Validation::new(Algorithm::HS256);
+    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    v.leeway = config.leeway_secs;
+    v.validate_nbf = true;
+    v.validate_exp = !config.allow_no_exp;
+    let mut required = vec!["sub"];
+    if !config.allow_no_exp {
+        required.push("exp");
+    }
+    v.set_required_spec_claims(&required);
+    match &config.audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    if let Some(iss) = &config.issuer {
+        v.set_issuer(&[iss]);
+    }
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.secret), &v)
+        .map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let claims = data.claims;
+    if claims.sub.is_empty() || claims.sub.len() > 256 {
+        return Err(AuthError::Invalid("sub must be 1-256 bytes".into()));
+    }
+    Ok(claims)
+}
+
+/// Mints an HS256 token for `sub` valid for `ttl_secs`, with extra claims merged in
+/// (used by `jobcast token` and tests).
+pub fn mint(
+    secret: &[u8],
+    sub: &str,
+    ttl_secs: u64,
+    extra: Option<&serde_json::Value>,
+) -> Result<String, String> {
+    let now = jobcast_core::now_ms() / 1000;
+    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + ttl_secs});
+    if let (Some(serde_json::Value::Object(extra)), Some(map)) = (extra, claims.as_object_mut()) {
+        for (k, v) in extra {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_and_refuse() {
+        let cfg = AuthConfig::hmac(b"s3cret".to_vec());
+        let t = mint(
+            b"s3cret",
+            "u1",
+            60,
+            Some(&serde_json::json!({"topics":["room:*"]})),
+        )
+        .unwrap();
+        let c = verify(&cfg, &t).unwrap();
+        assert_eq!(c.sub, "u1");
+        assert!(c.may_subscribe("room:1"));
+        assert!(c.may_subscribe("user:u1"));
+        assert!(!c.may_subscribe("news"));
+        assert!(verify(&cfg, &mint(b"other", "u1", 60, None).unwrap()).is_err());
+        let expired = mint(b"s3cret", "u1", 0, Some(&serde_json::json!({"exp": 1}))).unwrap();
+        assert!(verify(&cfg, &expired).is_err());
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub":"u"}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert!(verify(&cfg, &no_exp).is_err());
+        // alg: none
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
+        assert!(verify(&cfg, none).is_err());
+        assert!(matches!(
+            verify(&cfg, &"a".repeat(9000)),
+            Err(AuthError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn default_rules() {
+        let c = Claims {
+            sub: "u1".into(),
+            ..Default::default()
+        };
+        assert!(c.may_subscribe("room:1"));
+        assert!(!c.may_subscribe("user:u2"));
+        assert!(c.may_publish("user:u1"));
+        assert!(!c.may_publish("user:u2"));
+        assert!(c.may_call("anything"));
+        let m = Claims {
+            sub: "u".into(),
+            methods: Some(vec!["demo.*".into()]),
+            ..Default::default()
+        };
+        assert!(m.may_call("demo.echo"));
+        assert!(!m.may_call("admin.drop"));
+    }
+}

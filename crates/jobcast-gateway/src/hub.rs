@@ -1,0 +1,352 @@
+//! The hub: every local connection, which connections are attached to which jobs, and which
+//! are subscribed to which topics. Job events and topic messages are serialized once here and
+//! handed to each receiver's bounded outbound queue; a receiver whose queue is full is closed
+//! as a slow consumer.
+//!
+//! Ordering: a connection attaches to a job *held* before the job is submitted; events that
+//! arrive while held are buffered and flushed by [`Hub::release`] after the caller has queued
+//! `job.accepted` (or the `rpc.attach` result), so those always come first.
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use jobcast_core::{JobEvent, Outcome};
+use jobcast_protocol::{
+    CloseCode, RequestId,
+    outbound::{self, ErrorObject},
+};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A local connection as the hub sees it.
+pub struct Conn {
+    /// Numeric id.
+    pub id: u64,
+    /// The user (`sub`).
+    pub user: Arc<str>,
+    /// `userType` (claim or query parameter).
+    pub user_type: Option<String>,
+    tx: mpsc::Sender<Bytes>,
+    /// Fired with a close code to make the session close the socket.
+    pub kill: CancellationToken,
+    /// Why `kill` fired.
+    pub kill_code: Mutex<Option<(CloseCode, &'static str)>>,
+    jobs: Mutex<HashSet<String>>,
+    topics: Mutex<HashSet<String>>,
+}
+
+impl Conn {
+    /// Creates a connection with an outbound queue of `capacity` frames.
+    pub fn new(
+        id: u64,
+        user: Arc<str>,
+        user_type: Option<String>,
+        capacity: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let conn = Arc::new(Self {
+            id,
+            user,
+            user_type,
+            tx,
+            kill: CancellationToken::new(),
+            kill_code: Mutex::new(None),
+            jobs: Mutex::new(HashSet::new()),
+            topics: Mutex::new(HashSet::new()),
+        });
+        (conn, rx)
+    }
+
+    /// Queues a frame; closes the connection as a slow consumer when its queue is full.
+    pub fn send(&self, frame: Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseCode::PolicyViolation, "slow consumer");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the session to close the socket with `code`.
+    pub fn close(&self, code: CloseCode, reason: &'static str) {
+        let mut k = self.kill_code.lock();
+        if k.is_none() {
+            *k = Some((code, reason));
+        }
+        self.kill.cancel();
+    }
+
+    /// Number of jobs attached.
+    pub fn job_count(&self) -> usize {
+        self.jobs.lock().len()
+    }
+
+    /// Number of topics subscribed.
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().len()
+    }
+}
+
+struct Attachment {
+    conn: Arc<Conn>,
+    request_id: Option<RequestId>,
+    /// `Some` while held: frames wait here, with whether the job ended.
+    held: Option<(Vec<Bytes>, bool)>,
+}
+
+/// Outcome of [`Hub::attach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// A new held attachment was made.
+    Held,
+    /// The connection was already attached; nothing changed.
+    Existing,
+}
+
+/// Connections, attachments and subscriptions of one gateway.
+#[derive(Default)]
+pub struct Hub {
+    conns: DashMap<u64, Arc<Conn>>,
+    jobs: DashMap<String, Vec<Attachment>>,
+    topics: DashMap<String, Vec<Arc<Conn>>>,
+    next_id: AtomicU64,
+    /// Frames dropped because a receiver's queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// The final response to a job, for a receiver that used `request_id` (the job id stands in
+/// when there is none, e.g. a job submitted over HTTP).
+pub fn final_frame(request_id: Option<&RequestId>, job_id: &str, outcome: &Outcome) -> String {
+    let fallback;
+    let id = match request_id {
+        Some(id) => id,
+        None => {
+            fallback = RequestId::string(job_id);
+            &fallback
+        }
+    };
+    match outcome {
+        Ok(result) => outbound::result(id, Some(job_id), &**result),
+        Err(e) => outbound::error(
+            Some(id),
+            Some(job_id),
+            ErrorObject {
+                code: e.code,
+                message: &e.message,
+                data: e.data.as_deref(),
+            },
+        ),
+    }
+}
+
+impl Hub {
+    /// A new connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a connection.
+    pub fn add_conn(&self, conn: Arc<Conn>) {
+        self.conns.insert(conn.id, conn);
+    }
+
+    /// Removes a connection with all its attachments and subscriptions; returns the topics
+    /// that no local connection is subscribed to any more.
+    pub fn remove_conn(&self, conn: &Conn) -> Vec<String> {
+        self.conns.remove(&conn.id);
+        let jobs: Vec<String> = conn.jobs.lock().drain().collect();
+        for job in jobs {
+            self.remove_attachment(&job, conn.id);
+        }
+        let topics: Vec<String> = conn.topics.lock().drain().collect();
+        topics
+            .into_iter()
+            .filter(|t| self.remove_subscriber(t, conn.id))
+            .collect()
+    }
+
+    /// Number of local connections.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// All local connections (for stats and broadcast).
+    pub fn conns(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Attaches `conn` to `job_id`, held until [`Hub::release`].
+    pub fn attach(&self, job_id: &str, conn: &Arc<Conn>, request_id: Option<RequestId>) -> Attach {
+        let mut list = self.jobs.entry(job_id.to_owned()).or_default();
+        if list.iter().any(|a| a.conn.id == conn.id) {
+            return Attach::Existing;
+        }
+        list.push(Attachment {
+            conn: conn.clone(),
+            request_id,
+            held: Some((Vec::new(), false)),
+        });
+        conn.jobs.lock().insert(job_id.to_owned());
+        Attach::Held
+    }
+
+    /// Sends what arrived while held, in order, and ends the hold. Returns false when the
+    /// attachment is gone (the job's final response was among the held frames).
+    pub fn release(&self, job_id: &str, conn: &Conn) -> bool {
+        let Some(mut list) = self.jobs.get_mut(job_id) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(|a| a.conn.id == conn.id) else {
+            return false;
+        };
+        let Some((frames, ended)) = list[pos].held.take() else {
+            return true;
+        };
+        for f in frames {
+            conn.send(f);
+        }
+        if ended {
+            list.swap_remove(pos);
+            let empty = list.is_empty();
+            drop(list);
+            conn.jobs.lock().remove(job_id);
+            if empty {
+                self.jobs.remove_if(job_id, |_, l| l.is_empty());
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Removes `conn`'s attachment to `job_id`, returning the request id it used when it
+    /// was there. Used to deliver a final response exactly once outside the event path.
+    pub fn take_attachment(&self, job_id: &str, conn: &Conn) -> Option<Option<RequestId>> {
+        let taken = {
+            let mut list = self.jobs.get_mut(job_id)?;
+            let pos = list.iter().position(|a| a.conn.id == conn.id)?;
+            let a = list.swap_remove(pos);
+            Some(a.request_id)
+        };
+        self.jobs.remove_if(job_id, |_, l| l.is_empty());
+        conn.jobs.lock().remove(job_id);
+        taken
+    }
+
+    /// Detaches `conn` from `job_id`; false when it was not attached.
+    pub fn detach(&self, job_id: &str, conn: &Conn) -> bool {
+        self.take_attachment(job_id, conn).is_some()
+    }
+
+    fn remove_attachment(&self, job_id: &str, conn_id: u64) {
+        if let Some(mut list) = self.jobs.get_mut(job_id) {
+            list.retain(|a| a.conn.id != conn_id);
+        }
+        self.jobs.remove_if(job_id, |_, l| l.is_empty());
+    }
+
+    /// Delivers a job event to the attached connections.
+    pub fn dispatch(&self, event: &JobEvent) {
+        let job_id = event.job_id();
+        let finished = matches!(event, JobEvent::Finished { .. });
+        let Some(mut list) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        // Serialize once per distinct request id (usually one).
+        let mut cache: Vec<(Option<String>, Bytes)> = Vec::with_capacity(1);
+        for a in list.iter_mut() {
+            let key = a.request_id.as_ref().map(|r| r.as_json().to_owned());
+            let frame = match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let text = match event {
+                        JobEvent::Progress { progress, .. } => {
+                            outbound::progress(job_id, a.request_id.as_ref(), progress)
+                        }
+                        JobEvent::Finished { outcome, .. } => {
+                            final_frame(a.request_id.as_ref(), job_id, outcome)
+                        }
+                    };
+                    let f = Bytes::from(text);
+                    cache.push((key, f.clone()));
+                    f
+                }
+            };
+            match &mut a.held {
+                Some((frames, ended)) => {
+                    frames.push(frame);
+                    *ended |= finished;
+                }
+                None => {
+                    a.conn.send(frame);
+                }
+            }
+        }
+        if finished {
+            list.retain(|a| {
+                let keep = a.held.is_some();
+                if !keep {
+                    a.conn.jobs.lock().remove(job_id);
+                }
+                keep
+            });
+            let empty = list.is_empty();
+            drop(list);
+            if empty {
+                self.jobs.remove_if(job_id, |_, l| l.is_empty());
+            }
+        }
+    }
+
+    /// Subscribes `conn` to `topic`; returns `(newly subscribed, first local subscriber)`.
+    pub fn subscribe(&self, topic: &str, conn: &Arc<Conn>) -> (bool, bool) {
+        if !conn.topics.lock().insert(topic.to_owned()) {
+            return (false, false);
+        }
+        let mut list = self.topics.entry(topic.to_owned()).or_default();
+        list.push(conn.clone());
+        (true, list.len() == 1)
+    }
+
+    /// Unsubscribes; returns `(was subscribed, no local subscriber left)`.
+    pub fn unsubscribe(&self, topic: &str, conn: &Conn) -> (bool, bool) {
+        if !conn.topics.lock().remove(topic) {
+            return (false, false);
+        }
+        (true, self.remove_subscriber(topic, conn.id))
+    }
+
+    fn remove_subscriber(&self, topic: &str, conn_id: u64) -> bool {
+        if let Some(mut list) = self.topics.get_mut(topic) {
+            list.retain(|c| c.id != conn_id);
+        }
+        self.topics.remove_if(topic, |_, l| l.is_empty()).is_some()
+    }
+
+    /// Delivers a topic message to local subscribers; returns how many got it.
+    pub fn publish_local(&self, topic: &str, data: &RawValue) -> usize {
+        let Some(list) = self.topics.get(topic) else {
+            return 0;
+        };
+        let frame = Bytes::from(outbound::topic_message(topic, data));
+        list.iter().filter(|c| c.send(frame.clone())).count()
+    }
+
+    /// Number of distinct users connected.
+    pub fn unique_users(&self) -> usize {
+        self.conns
+            .iter()
+            .map(|c| c.user.clone())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}

@@ -1,0 +1,140 @@
+//! The gateway's view of which methods live workers serve, refreshed from the queue's method
+//! registry, with each params JSON Schema compiled once.
+
+use jobcast_core::{JobQueue, MethodInfo};
+use parking_lot::RwLock;
+use serde_json::Value;
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// How long a fetched method list is trusted.
+const FRESH: Duration = Duration::from_millis(1000);
+/// Unknown methods trigger a refresh at most this often.
+const MISS_REFRESH: Duration = Duration::from_millis(100);
+
+struct Entry {
+    info: MethodInfo,
+    validator: Option<Arc<jsonschema::Validator>>,
+}
+
+struct Cache {
+    fetched: Option<Instant>,
+    methods: HashMap<String, Arc<Entry>>,
+}
+
+/// Result of checking a call against the registry.
+pub enum Check {
+    /// Served, params valid.
+    Ok,
+    /// No live worker serves it.
+    NotFound,
+    /// Params fail the schema; the message says where.
+    InvalidParams(String),
+}
+
+/// Cached method registry.
+pub struct Registry {
+    queue: Arc<dyn JobQueue>,
+    cache: RwLock<Cache>,
+}
+
+impl Registry {
+    /// A registry reading from `queue`.
+    pub fn new(queue: Arc<dyn JobQueue>) -> Self {
+        Self {
+            queue,
+            cache: RwLock::new(Cache {
+                fetched: None,
+                methods: HashMap::new(),
+            }),
+        }
+    }
+
+    async fn refresh(&self, max_age: Duration) {
+        if self
+            .cache
+            .read()
+            .fetched
+            .is_some_and(|t| t.elapsed() < max_age)
+        {
+            return;
+        }
+        match self.queue.methods().await {
+            Ok(list) => {
+                let old = std::mem::take(&mut self.cache.write().methods);
+                let mut methods = HashMap::with_capacity(list.len());
+                for info in list {
+                    // Reuse the compiled validator when the schema did not change.
+                    let entry = match old.get(&info.name) {
+                        Some(e) if e.info == info => e.clone(),
+                        _ => Arc::new(compile(info)),
+                    };
+                    methods.insert(entry.info.name.clone(), entry);
+                }
+                let mut c = self.cache.write();
+                c.methods = methods;
+                c.fetched = Some(Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "method registry refresh failed"),
+        }
+    }
+
+    /// Checks that `method` is served and `params` (raw JSON) fit its schema.
+    pub async fn check(&self, method: &str, params: &str) -> Check {
+        self.refresh(FRESH).await;
+        let mut entry = self.cache.read().methods.get(method).cloned();
+        if entry.is_none() {
+            self.refresh(MISS_REFRESH).await;
+            entry = self.cache.read().methods.get(method).cloned();
+        }
+        let Some(entry) = entry else {
+            return Check::NotFound;
+        };
+        let Some(validator) = &entry.validator else {
+            return Check::Ok;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(params) else {
+            return Check::InvalidParams("params are not JSON".into());
+        };
+        match validator.iter_errors(&value).next() {
+            None => Check::Ok,
+            Some(err) => {
+                let path = err.instance_path().to_string();
+                let at = if path.is_empty() {
+                    "params".to_owned()
+                } else {
+                    format!("params{path}")
+                };
+                Check::InvalidParams(format!("invalid params: {at}: {err}"))
+            }
+        }
+    }
+
+    /// The methods live workers serve.
+    pub async fn list(&self) -> Vec<MethodInfo> {
+        self.refresh(FRESH).await;
+        let mut v: Vec<MethodInfo> = self
+            .cache
+            .read()
+            .methods
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+fn compile(info: MethodInfo) -> Entry {
+    let validator = info.params_schema.as_ref().and_then(|s| match jsonschema::validator_for(s) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::error!(method = %info.name, error = %e, "worker declared an invalid params schema; not enforced");
+            None
+        }
+    });
+    Entry { info, validator }
+}

@@ -1,0 +1,218 @@
+//! One WebSocket connection's life: the welcome, reading frames and serving requests
+//! concurrently (bounded per connection), writing the outbound queue, heartbeats and the
+//! dead-peer close, and closing with the right code.
+
+use crate::rpc::{self, ConnCtx, Reply};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt, stream::FuturesUnordered};
+use jobcast_protocol::{CloseCode, ErrorCode, Frame, outbound, parse_frame};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+};
+use tokio_websockets::{Message, WebSocketStream, proto::CloseCode as WsClose};
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Most outbound frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Runs the session until the peer goes away, the server shuts down, or the hub asks to close.
+pub async fn run<S>(cx: Arc<ConnCtx>, mut ws: WebSocketStream<S>, mut out: mpsc::Receiver<Bytes>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let gw = cx.gw.clone();
+    let heartbeat = gw.config.heartbeat;
+    let welcome = outbound::welcome(
+        &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
+        &cx.claims.sub,
+        &gw.config.server_id,
+        heartbeat.as_millis() as u64,
+    );
+    let mut close: Option<(CloseCode, &'static str)> = None;
+    if ws.send(Message::text(welcome)).await.is_err() {
+        return;
+    }
+    let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut last_seen = Instant::now();
+    let shutdown = gw.shutdown.clone();
+    let max_in_flight = gw.config.max_in_flight;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cx.conn.kill.cancelled() => {
+                close = *cx.conn.kill_code.lock();
+                break;
+            }
+            _ = shutdown.cancelled() => {
+                close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
+                break;
+            }
+            Some(frame) = out.recv() => {
+                if write_batch(&mut ws, &mut out, frame).await.is_err() {
+                    break;
+                }
+            }
+            Some(()) = tasks.next(), if !tasks.is_empty() => {}
+            msg = ws.next(), if tasks.len() < max_in_flight => {
+                match msg {
+                    Some(Ok(m)) => {
+                        last_seen = Instant::now();
+                        if let Some(text) = m.as_text() {
+                            on_text(&cx, text, &mut tasks);
+                        } else if m.is_binary() {
+                            let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
+                            cx.conn.send(Bytes::from(err));
+                        } else if m.is_close() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
+                        if let tokio_websockets::Error::PayloadTooLong { .. } = e {
+                            close = Some((CloseCode::TooBig, "message too big"));
+                        } else {
+                            // The library queued the close frame (1007, 1009, 1002); send it.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > heartbeat * 2 {
+                    close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
+                    break;
+                }
+                if ws.send(Message::ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let topics = gw.hub.remove_conn(&cx.conn);
+    for t in topics {
+        gw.bus_unsubscribe(&t);
+    }
+    if let Some((code, reason)) = close {
+        let msg = Message::close(
+            Some(WsClose::try_from(code.code()).unwrap_or(WsClose::NORMAL_CLOSURE)),
+            reason,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if ws.send(msg).await.is_ok() {
+                // Wait briefly for the peer's close reply so the close handshake completes.
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+    }
+    gw.connection_closed();
+}
+
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    out: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> Result<(), tokio_websockets::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.feed(Message::text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match out.try_recv() {
+            Ok(f) => ws.feed(Message::text(f)).await?,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
+}
+
+fn on_text(cx: &Arc<ConnCtx>, text: &str, tasks: &mut FuturesUnordered<Task>) {
+    match parse_frame(text) {
+        Err(e) => {
+            cx.conn.send(Bytes::from(outbound::simple_error(
+                e.id.as_ref(),
+                e.code,
+                &e.message,
+            )));
+        }
+        Ok(Frame::Single(Err(e))) => {
+            cx.conn.send(Bytes::from(outbound::simple_error(
+                e.id.as_ref(),
+                e.code,
+                &e.message,
+            )));
+        }
+        Ok(Frame::Single(Ok(req))) => {
+            let cx = cx.clone();
+            tasks.push(Box::pin(async move {
+                let reply = rpc::handle(&cx, req).await;
+                deliver(&cx, reply);
+            }));
+        }
+        Ok(Frame::Batch(items)) => {
+            let cx = cx.clone();
+            tasks.push(Box::pin(async move {
+                let mut replies = Vec::with_capacity(items.len());
+                let mut pending = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Ok(req) => pending.push((i, req)),
+                        Err(e) => replies.push((
+                            i,
+                            Reply {
+                                response: Some(outbound::simple_error(
+                                    e.id.as_ref(),
+                                    e.code,
+                                    &e.message,
+                                )),
+                                release: None,
+                            },
+                        )),
+                    }
+                }
+                let served = futures_util::future::join_all(pending.into_iter().map(|(i, req)| {
+                    let cx = cx.clone();
+                    async move { (i, rpc::handle(&cx, req).await) }
+                }))
+                .await;
+                replies.extend(served);
+                replies.sort_by_key(|(i, _)| *i);
+                let responses: Vec<String> = replies
+                    .iter_mut()
+                    .filter_map(|(_, r)| r.response.take())
+                    .collect();
+                if !responses.is_empty() {
+                    cx.conn.send(Bytes::from(outbound::batch(&responses)));
+                }
+                for (_, r) in replies {
+                    release(&cx, r);
+                }
+            }));
+        }
+    }
+}
+
+fn deliver(cx: &ConnCtx, mut reply: Reply) {
+    if let Some(text) = reply.response.take() {
+        cx.conn.send(Bytes::from(text));
+    }
+    release(cx, reply);
+}
+
+fn release(cx: &ConnCtx, reply: Reply) {
+    if let Some((job_id, snapshot)) = reply.release {
+        let rid = snapshot.request_id.clone();
+        rpc::finish_release(cx, &job_id, Some(&snapshot), rid.as_ref());
+    }
+}

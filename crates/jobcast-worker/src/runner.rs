@@ -1,0 +1,365 @@
+//! Running handlers: the claim loop, concurrency, lease renewal, heartbeats (method
+//! announcements), per-attempt timeouts, cancellation and graceful drain.
+
+use crate::{
+    context::Context,
+    handler::{BoxedHandler, HandlerError, boxed},
+};
+use jobcast_core::{AttemptFailure, ClaimedJob, JobQueue, Lease, MethodInfo, WorkerAnnouncement};
+use parking_lot::Mutex;
+use serde::{Serialize, de::DeserializeOwned};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Tunables of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique id (defaults to `w-<random>`).
+    pub worker_id: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease length; renewed every third of it.
+    pub lease: Duration,
+    /// How long a claim waits for work before looping (and re-checking shutdown).
+    pub claim_wait: Duration,
+    /// Announcement lifetime; renewed every third of it.
+    pub heartbeat_ttl: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are stopped (their
+    /// leases then lapse and the jobs run again elsewhere).
+    pub drain_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("w-{:08x}", fastrand::u32(..)),
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            claim_wait: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(15),
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Collects handlers and settings, then builds a [`Worker`].
+#[derive(Default)]
+pub struct WorkerBuilder {
+    handlers: HashMap<String, (MethodInfo, BoxedHandler)>,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    /// An empty builder with default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `name` with a typed handler. Params that do not deserialize into `P` fail
+    /// the job at once with an "invalid params" error.
+    pub fn method<P, R, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    {
+        let info = MethodInfo {
+            name: name.to_owned(),
+            params_schema: None,
+        };
+        self.handlers.insert(name.to_owned(), (info, boxed(f)));
+        self
+    }
+
+    /// Registers `name` with a JSON Schema for its params; gateways refuse calls whose params
+    /// do not validate (-32602) before a job is created.
+    pub fn method_with_schema<P, R, F, Fut>(
+        mut self,
+        name: &str,
+        schema: serde_json::Value,
+        f: F,
+    ) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    {
+        let info = MethodInfo {
+            name: name.to_owned(),
+            params_schema: Some(schema),
+        };
+        self.handlers.insert(name.to_owned(), (info, boxed(f)));
+        self
+    }
+
+    /// Keeps only the methods whose names are in `names` (for `--methods`).
+    pub fn only(mut self, names: &[String]) -> Self {
+        self.handlers.retain(|k, _| names.iter().any(|n| n == k));
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets how many jobs run at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// The registered method names, sorted.
+    pub fn method_names(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.handlers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Builds the worker for `queue`.
+    pub fn build(self, queue: Arc<dyn JobQueue>) -> Worker {
+        Worker {
+            handlers: Arc::new(self.handlers),
+            config: self.config,
+            queue,
+        }
+    }
+}
+
+/// A running job as the worker tracks it.
+struct Running {
+    lease: Lease,
+    cancel: CancellationToken,
+}
+
+/// Runs handlers for jobs claimed from a queue.
+pub struct Worker {
+    handlers: Arc<HashMap<String, (MethodInfo, BoxedHandler)>>,
+    config: WorkerConfig,
+    queue: Arc<dyn JobQueue>,
+}
+
+impl Worker {
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running jobs finish within the
+    /// drain grace, stops the rest and withdraws the worker's announcement.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let running: Arc<Mutex<HashMap<String, Running>>> = Arc::default();
+        let methods: Vec<String> = self.handlers.keys().cloned().collect();
+        let announcement = WorkerAnnouncement {
+            worker_id: self.config.worker_id.clone(),
+            methods: self.handlers.values().map(|(m, _)| m.clone()).collect(),
+            ttl: self.config.heartbeat_ttl,
+        };
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(heartbeat(
+            self.queue.clone(),
+            announcement,
+            running.clone(),
+            self.config.lease,
+            background.clone(),
+        ));
+
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let jobs = TaskTracker::new();
+        tracing::info!(worker_id = %self.config.worker_id, ?methods, concurrency = self.config.concurrency, "worker started");
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let free = slots.available_permits() + 1;
+            let claimed = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.queue.claim(&self.config.worker_id, &methods, free, self.config.lease, self.config.claim_wait) => r,
+            };
+            let claimed = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                    drop(first);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let mut first = Some(first);
+            for job in claimed {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            tracing::error!("claimed more jobs than free slots");
+                            match slots.clone().acquire_owned().await {
+                                Ok(p) => p,
+                                Err(_) => break,
+                            }
+                        }
+                    },
+                };
+                let Some((_, handler)) = self.handlers.get(&job.method) else {
+                    tracing::error!(method = %job.method, "claimed a job for an unknown method");
+                    continue;
+                };
+                running.lock().insert(
+                    job.lease.job_id.clone(),
+                    Running {
+                        lease: job.lease.clone(),
+                        cancel: job.cancel.clone(),
+                    },
+                );
+                let (queue, handler, running) =
+                    (self.queue.clone(), handler.clone(), running.clone());
+                jobs.spawn(async move {
+                    let id = job.lease.job_id.clone();
+                    execute(queue, handler, job).await;
+                    running.lock().remove(&id);
+                    drop(permit);
+                });
+            }
+        }
+        // Drain: no more claims; running jobs get the grace period, then are stopped.
+        jobs.close();
+        let n = running.lock().len();
+        if n > 0 {
+            tracing::info!(running = n, grace = ?self.config.drain_grace, "worker draining");
+        }
+        if tokio::time::timeout(self.config.drain_grace, jobs.wait())
+            .await
+            .is_err()
+        {
+            for r in running.lock().values() {
+                r.cancel.cancel();
+            }
+            jobs.wait().await;
+        }
+        background.cancel();
+        tasks.close();
+        tasks.wait().await;
+        if let Err(e) = self.queue.withdraw(&self.config.worker_id).await {
+            tracing::warn!(error = %e, "withdraw failed");
+        }
+        tracing::info!(worker_id = %self.config.worker_id, "worker stopped");
+    }
+}
+
+/// Announces the worker and renews the leases of its running jobs until `stop`.
+async fn heartbeat(
+    queue: Arc<dyn JobQueue>,
+    announcement: WorkerAnnouncement,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let every = (announcement.ttl / 3)
+        .min(lease / 3)
+        .max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = queue.announce(&announcement).await {
+            tracing::warn!(error = %e, "announce failed");
+        }
+        let leases: Vec<Lease> = running.lock().values().map(|r| r.lease.clone()).collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match queue.renew(&leases, lease).await {
+            Ok(lost) => {
+                let running = running.lock();
+                for id in lost {
+                    if let Some(r) = running.get(&id) {
+                        tracing::warn!(job_id = %id, "lease lost; stopping handler");
+                        r.cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+/// Runs one attempt: the handler in its own task (so a timeout or cancellation aborts it at
+/// its next await, and a panic becomes a failure), then reports the outcome.
+async fn execute(queue: Arc<dyn JobQueue>, handler: BoxedHandler, job: ClaimedJob) {
+    let ctx = Context {
+        lease: job.lease.clone(),
+        queue: queue.clone(),
+        cancel: job.cancel.clone(),
+        attempt: job.attempt,
+        attempts: job.attempts,
+    };
+    let mut task = tokio::spawn(handler(ctx, job.params));
+    let timeout = async {
+        match job.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    enum End {
+        Done(Result<Box<serde_json::value::RawValue>, HandlerError>),
+        Panicked(String),
+        TimedOut,
+        Cancelled,
+    }
+    let end = tokio::select! {
+        r = &mut task => match r {
+            Ok(r) => End::Done(r),
+            Err(e) => End::Panicked(e.to_string()),
+        },
+        _ = timeout => End::TimedOut,
+        _ = job.cancel.cancelled() => End::Cancelled,
+    };
+    if !task.is_finished() {
+        task.abort();
+    }
+    let lease = &job.lease;
+    let reported = match end {
+        End::Done(Ok(result)) => queue.complete(lease, result).await,
+        End::Done(Err(e)) => queue
+            .fail(
+                lease,
+                AttemptFailure::Error {
+                    message: e.message,
+                    retryable: e.retryable,
+                },
+            )
+            .await
+            .map(drop),
+        End::Panicked(msg) => queue
+            .fail(
+                lease,
+                AttemptFailure::Error {
+                    message: format!("handler panicked: {msg}"),
+                    retryable: true,
+                },
+            )
+            .await
+            .map(drop),
+        End::TimedOut => {
+            tracing::info!(job_id = %lease.job_id, attempt = job.attempt, "attempt timed out; handler stopped");
+            queue.fail(lease, AttemptFailure::TimedOut).await.map(drop)
+        }
+        End::Cancelled => Ok(()),
+    };
+    match reported {
+        Ok(()) | Err(jobcast_core::Error::LeaseLost(_)) => {}
+        Err(e) => {
+            tracing::error!(job_id = %lease.job_id, error = %e, "could not report job outcome")
+        }
+    }
+}
