@@ -77,11 +77,12 @@ where
                     }
                     Some(Err(e)) => {
                         tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
+                        // The library queued a close frame (1007, 1009 or 1002); send it.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                         if let tokio_websockets::Error::PayloadTooLong { .. } = e {
+                            // A fragmented message over the limit gets no close frame from the
+                            // library; send one (refused harmlessly when one was queued).
                             close = Some((CloseCode::TooBig, "message too big"));
-                        } else {
-                            // The library queued the close frame (1007, 1009, 1002); send it.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                         }
                         break;
                     }

@@ -1,0 +1,290 @@
+//! Test harness: starts real `jobcast serve` processes on port 0 and talks to them over real
+//! sockets (a raw JSON WebSocket client, and raw HTTP for refused upgrades).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+
+pub const SECRET: &str = "test-secret";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `jobcast serve`.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts with a fresh data dir and extra flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts on an existing data dir.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("serve printed nothing").unwrap();
+        let addr = first
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected banner: {first}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Connects as `sub` with default claims.
+    pub async fn connect(&self, sub: &str) -> Ws {
+        self.connect_with(&token(sub, None)).await
+    }
+
+    pub async fn connect_with(&self, token: &str) -> Ws {
+        let uri = format!("ws://{}/ws?token={token}", self.addr);
+        let (ws, _) = ClientBuilder::new()
+            .uri(&uri)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut ws = Ws { ws, next_id: 0 };
+        let welcome = ws.recv().await;
+        assert_eq!(welcome["method"], "rpc.welcome", "{welcome}");
+        ws
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token signed with the test secret.
+pub fn token(sub: &str, claims: Option<Value>) -> String {
+    jobcast_gateway::auth::mint(SECRET.as_bytes(), sub, 3600, claims.as_ref()).unwrap()
+}
+
+/// A raw JSON WebSocket client.
+pub struct Ws {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_owned())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// Next JSON text message (pings are answered by the library and skipped).
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).await.expect("no message in time")
+    }
+
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match m {
+                Some(Ok(m)) => {
+                    if let Some(t) = m.as_text() {
+                        return Some(serde_json::from_str(t).unwrap());
+                    }
+                    if m.is_close() {
+                        panic!("closed by server: {:?}", m.as_close());
+                    }
+                }
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for a message matching `pred`, failing on anything else in between when
+    /// `strict`; otherwise skips non-matching ones.
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.recv().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Sends a request with a fresh id and returns that id.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = json!(format!("r{}", self.next_id));
+        self.send(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .await;
+        id
+    }
+
+    /// A request whose immediate response is awaited (rpc.* methods).
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.request(method, params).await;
+        self.recv_until(|v| v["id"] == id && v.get("jobId").is_none())
+            .await
+    }
+
+    /// Starts a job with options; returns the request id.
+    pub async fn job(&mut self, method: &str, params: Value, extra: Value) -> Value {
+        self.next_id += 1;
+        let id = json!(format!("j{}", self.next_id));
+        let mut req = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                req[k] = v;
+            }
+        }
+        self.send(req).await;
+        id
+    }
+
+    /// The final response for request `id`.
+    pub async fn final_for(&mut self, id: &Value) -> Value {
+        self.recv_until(|v| v["id"] == *id && v.get("method").is_none())
+            .await
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(m)) if m.is_close() => {
+                    return m.as_close().map(|(c, _)| c.into()).unwrap_or(0);
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("ended without a close frame: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Sends a raw HTTP/1.1 upgrade request and returns the status code and the whole response
+/// head and body read so far.
+pub async fn raw_upgrade(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    loop {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let head = &text[..head_end];
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if head.starts_with("HTTP/1.1 101") || got.len() >= head_end + 4 + len {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text, s)
+}
+
+/// Runs the jobcast binary with args; returns (exit code, stdout, stderr).
+pub fn jobcast(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobcast"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
