@@ -40,6 +40,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/stats", get(stats))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
         .with_state(gw)
 }
@@ -52,6 +53,56 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "backend not reachable");
     }
     axum::Json(serde_json::json!({"status": "ready"})).into_response()
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks `Authorization: Bearer <api key>` against every configured key.
+fn api_key_ok(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Check every key, so timing does not tell which one matched.
+    gw.config.api_keys.iter().fold(false, |ok, k| {
+        constant_time_eq(k.as_bytes(), given.trim().as_bytes()) | ok
+    })
+}
+
+/// `GET /stats`: connections by user type and queue depths (PROTOCOL.md §6).
+async fn stats(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if !api_key_ok(&gw, &headers) {
+        return problem(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+    }
+    let conns = gw.hub.conns();
+    let mut by_type = std::collections::BTreeMap::<String, u64>::new();
+    for c in &conns {
+        *by_type
+            .entry(c.user_type.clone().unwrap_or_else(|| "default".into()))
+            .or_default() += 1;
+    }
+    let queue = match gw.queue.counts().await {
+        Ok(c) => serde_json::to_value(c).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    axum::Json(serde_json::json!({
+        "serverId": gw.config.server_id,
+        "totalConnections": conns.len(),
+        "uniqueUsers": gw.hub.unique_users(),
+        "byUserType": by_type,
+        "uptime": gw.started.elapsed().as_secs(),
+        "queue": queue,
+    }))
+    .into_response()
 }
 
 /// Finds the token: `Authorization: Bearer`, then `Sec-WebSocket-Protocol: bearer.<jwt>`,

@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     pub option_limits: OptionLimits,
     /// Token verification.
     pub auth: AuthConfig,
+    /// Keys accepted as `Authorization: Bearer <key>` on the server API (`/stats`).
+    /// Empty: the server API is closed.
+    pub api_keys: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -67,6 +70,7 @@ impl GatewayConfig {
             max_topics_per_conn: 256,
             option_limits: OptionLimits::default(),
             auth,
+            api_keys: Vec::new(),
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// API keys for the server API (`Authorization: Bearer <key>` on /stats); comma-separated.
+    #[arg(long, env = "API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
     /// Jobs the demo worker runs at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     pub worker_concurrency: usize,
@@ -115,6 +118,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = GatewayConfig::new(server_id, auth);
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(100));
     config.max_message_bytes = args.max_message_bytes;
+    config.api_keys = args
+        .api_key
+        .iter()
+        .filter(|k| !k.is_empty())
+        .cloned()
+        .collect();
     let gateway = Gateway::new(config, queue.clone(), bus)?;
 
     print_banner(&args, local, generated);

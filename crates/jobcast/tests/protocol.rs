@@ -52,6 +52,45 @@ async fn welcome_ping_and_methods() {
 }
 
 #[tokio::test]
+async fn stats_behind_the_api_key() {
+    let s = Server::start(&["--api-key", "k1,k2"]);
+    let _a = s.connect("alice").await;
+    let _b = s
+        .connect_with(&token("bob", Some(json!({"userType": "admin"}))))
+        .await;
+    let _b2 = s.connect("bob").await;
+    let get = |key: Option<&'static str>| {
+        let addr = s.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let auth = key
+                .map(|k| format!("Authorization: Bearer {k}\r\n"))
+                .unwrap_or_default();
+            c.write_all(
+                format!("GET /stats HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    assert!(get(None).await.starts_with("HTTP/1.1 401"));
+    assert!(get(Some("wrong")).await.starts_with("HTTP/1.1 401"));
+    let ok = get(Some("k2")).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body: Value = serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["totalConnections"], 3);
+    assert_eq!(body["uniqueUsers"], 2);
+    assert_eq!(body["byUserType"], json!({"admin": 1, "default": 2}));
+    assert!(body["serverId"].is_string());
+    assert_eq!(body["queue"]["queued"], 0);
+}
+
+#[tokio::test]
 async fn refused_upgrades_are_plain_http() {
     let s = Server::start(&[]);
     let (status, text, _) = raw_upgrade(s.addr, "/ws", &[]).await;
@@ -399,7 +438,8 @@ async fn cancel_stops_a_running_job() {
     let v = ws.final_for(&id).await;
     assert_eq!(code(&v), -32002);
     assert_eq!(v["jobId"], "long");
-    // The handler is stopped: no progress after the cancellation settles.
+    // The job stays cancelled and nothing more reaches the client. (That the handler itself
+    // is stopped is shown by jobcast-worker's tests, which observe the handler directly.)
     let snap1 = other.call("rpc.status", json!({"jobId": "long"})).await["result"].clone();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let snap2 = other.call("rpc.status", json!({"jobId": "long"})).await["result"].clone();
