@@ -1,6 +1,9 @@
 //! A handler is really stopped when its attempt times out or its job is cancelled: the
 //! handler's own side effects stop, not only its reports.
 
+// Test helpers panic on unexpected results; that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use jobcast_core::{Bus, JobQueue, NewJob, raw};
 use jobcast_embedded::{Embedded, EmbeddedConfig};
 use jobcast_protocol::JobOptions;
