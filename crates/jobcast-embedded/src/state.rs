@@ -108,12 +108,28 @@ impl Effects {
 }
 
 type ReadyKey = (Reverse<u16>, u64, String);
+type ReadyIndex = HashMap<String, BTreeSet<ReadyKey>>;
+
+/// The job's place in the ready index: by method, highest priority first, then by sequence.
+fn ready_key(rec: &JobRecord) -> ReadyKey {
+    (Reverse(rec.options.priority), rec.seq, rec.id.clone())
+}
+
+/// Marks a job queued under a fresh sequence number and puts it on the ready index.
+fn make_ready(ready: &mut ReadyIndex, rec: &mut JobRecord, seq: u64) {
+    rec.state = JobState::Queued;
+    rec.seq = seq;
+    ready
+        .entry(rec.method.clone())
+        .or_default()
+        .insert(ready_key(rec));
+}
 
 /// All jobs and their indexes.
 #[derive(Default)]
 pub struct State {
     jobs: HashMap<String, JobRecord>,
-    ready: HashMap<String, BTreeSet<ReadyKey>>,
+    ready: ReadyIndex,
     delayed: BTreeSet<(u64, u64, String)>,
     active: HashMap<String, ActiveLease>,
     deadlines: BTreeSet<(u64, String)>,
@@ -173,7 +189,7 @@ impl State {
         match rec.state {
             JobState::Queued => {
                 if let Some(set) = self.ready.get_mut(&rec.method) {
-                    set.remove(&(Reverse(rec.options.priority), rec.seq, rec.id.clone()));
+                    set.remove(&ready_key(rec));
                 }
             }
             JobState::Delayed => {
@@ -278,13 +294,7 @@ impl State {
             };
             let seq = self.next_seq();
             if let Some(rec) = self.jobs.get_mut(&id) {
-                rec.state = JobState::Queued;
-                rec.seq = seq;
-                self.ready.entry(rec.method.clone()).or_default().insert((
-                    Reverse(rec.options.priority),
-                    seq,
-                    id.clone(),
-                ));
+                make_ready(&mut self.ready, rec, seq);
                 fx.persist(rec);
                 fx.wake = true;
             }
@@ -325,13 +335,7 @@ impl State {
             return;
         }
         tracing::warn!(job_id = %id, attempt = rec.attempt, "lease lapsed; job requeued");
-        rec.state = JobState::Queued;
-        rec.seq = seq;
-        self.ready.entry(rec.method.clone()).or_default().insert((
-            Reverse(rec.options.priority),
-            seq,
-            id.to_owned(),
-        ));
+        make_ready(&mut self.ready, rec, seq);
         fx.persist(rec);
         fx.wake = true;
     }
@@ -517,12 +521,7 @@ impl State {
                 rec.state = JobState::Delayed;
                 self.delayed.insert((rec.run_at, seq, rec.id.clone()));
             } else {
-                rec.state = JobState::Queued;
-                self.ready.entry(rec.method.clone()).or_default().insert((
-                    Reverse(rec.options.priority),
-                    seq,
-                    rec.id.clone(),
-                ));
+                make_ready(&mut self.ready, rec, seq);
                 fx.wake = true;
             }
             fx.persist(rec);

@@ -58,25 +58,20 @@ impl WorkerBuilder {
 
     /// Registers `name` with a typed handler. Params that do not deserialize into `P` fail
     /// the job at once with an "invalid params" error.
-    pub fn method<P, R, F, Fut>(mut self, name: &str, f: F) -> Self
+    pub fn method<P, R, F, Fut>(self, name: &str, f: F) -> Self
     where
         P: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
         F: Fn(Context, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
     {
-        let info = MethodInfo {
-            name: name.to_owned(),
-            params_schema: None,
-        };
-        self.handlers.insert(name.to_owned(), (info, boxed(f)));
-        self
+        self.register(name, None, boxed(f))
     }
 
     /// Registers `name` with a JSON Schema for its params; gateways refuse calls whose params
     /// do not validate (-32602) before a job is created.
     pub fn method_with_schema<P, R, F, Fut>(
-        mut self,
+        self,
         name: &str,
         schema: serde_json::Value,
         f: F,
@@ -87,11 +82,20 @@ impl WorkerBuilder {
         F: Fn(Context, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
     {
+        self.register(name, Some(schema), boxed(f))
+    }
+
+    fn register(
+        mut self,
+        name: &str,
+        params_schema: Option<serde_json::Value>,
+        handler: BoxedHandler,
+    ) -> Self {
         let info = MethodInfo {
             name: name.to_owned(),
-            params_schema: Some(schema),
+            params_schema,
         };
-        self.handlers.insert(name.to_owned(), (info, boxed(f)));
+        self.handlers.insert(name.to_owned(), (info, handler));
         self
     }
 

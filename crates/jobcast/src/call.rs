@@ -96,10 +96,16 @@ pub async fn run(args: CallArgs) -> anyhow::Result<u8> {
                     if duplicate { " (existing job)" } else { "" }
                 ));
             }
-            JobUpdate::Progress(p) => match p.as_f64() {
-                Some(n) => bar.set_position(n.clamp(0.0, 100.0) as u64),
-                None => bar.set_message(p.to_string()),
-            },
+            JobUpdate::Progress(p) => {
+                let id = job.job_id.clone().unwrap_or_default();
+                match p.as_f64() {
+                    Some(n) => {
+                        bar.set_position(n.clamp(0.0, 100.0) as u64);
+                        bar.set_message(format!("{id} running"));
+                    }
+                    None => bar.set_message(format!("{id} {p}")),
+                }
+            }
             JobUpdate::Done(r) => {
                 if r.is_ok() {
                     bar.set_position(100);
