@@ -160,10 +160,22 @@ impl Gateway {
             r = &mut result => return r,
             _ = stop.cancelled() => {}
         }
-        match tokio::time::timeout(drain_deadline, result).await {
+        // Upgraded WebSockets are detached from the HTTP server: wait for the sessions
+        // themselves (each closes with 1012 on shutdown) as well as for plain HTTP requests.
+        let drained = async {
+            let r = result.await;
+            while self.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            r
+        };
+        match tokio::time::timeout(drain_deadline, drained).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!("drain deadline passed with connections still open");
+                tracing::warn!(
+                    open = self.connection_count(),
+                    "drain deadline passed with connections still open"
+                );
                 Ok(())
             }
         }
