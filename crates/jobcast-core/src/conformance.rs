@@ -461,14 +461,15 @@ pub async fn renewed_lease_is_kept(b: Backend) {
         .enqueue(job("m", JobOptions::default()), GW)
         .await
         .unwrap();
-    let lease = Duration::from_millis(300);
+    // Renewed every third of the lease, for over twice its length in all.
+    let lease = Duration::from_millis(900);
     let c = b
         .queue
         .claim("w1", &methods(&["m"]), 1, lease, WAIT)
         .await
         .unwrap();
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let lost = b.queue.renew(&[c[0].lease.clone()], lease).await.unwrap();
         assert!(lost.is_empty());
     }

@@ -504,7 +504,7 @@ async fn priority_then_fifo_and_delay() {
     let s = Server::start(&["--worker-concurrency", "1"]);
     let mut ws = s.connect("alice").await;
     // Occupy the single worker slot, then queue jobs of mixed priority.
-    let blocker = ws.job("demo.sleep", json!({"ms": 400}), json!({})).await;
+    let blocker = ws.job("demo.sleep", json!({"ms": 1500}), json!({})).await;
     ws.recv_until(|v| v["method"] == "job.accepted").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut ids = Vec::new();
@@ -824,7 +824,7 @@ fn find_close(bytes: &[u8]) -> Option<u16> {
 
 #[tokio::test]
 async fn silent_peer_is_closed_with_1001() {
-    let s = Server::start(&["--heartbeat-ms", "200"]);
+    let s = Server::start(&["--heartbeat-ms", "300"]);
     // A raw socket that never answers pings.
     let (status, _, mut raw) =
         raw_upgrade(s.addr, &format!("/ws?token={}", token("alice", None)), &[]).await;
@@ -854,6 +854,6 @@ async fn silent_peer_is_closed_with_1001() {
     // A client that answers pings stays connected past several intervals.
     let mut ws = s.connect("alice").await;
     // Reading (and so answering pings) for several intervals.
-    assert!(ws.try_recv(Duration::from_millis(900)).await.is_none());
+    assert!(ws.try_recv(Duration::from_millis(1500)).await.is_none());
     assert!(ws.call("rpc.ping", json!({})).await["result"]["pong"].is_u64());
 }
