@@ -1,0 +1,180 @@
+//! Every Redis key and channel name jobcast uses, built here and nowhere else. All of a
+//! queue's keys share the hash tag `{queue}`, so they live in one Redis Cluster slot and every
+//! Lua script may touch any of them.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{q}:j:<id>` | hash | one job (fields documented in `lua/enqueue.lua`) |
+//! | `{q}:l:<id>` | set | gateway ids listening to the job's events |
+//! | `{q}:ready:<method>` | zset | queued jobs; score = (1000 − priority)·2^42 + sequence |
+//! | `{q}:mark:<method>` | list | at most one marker: "work may be ready" (workers BLPOP it) |
+//! | `{q}:delayed` | zset | delayed jobs by run time (ms) |
+//! | `{q}:active` | zset | running jobs by lease deadline (ms) |
+//! | `{q}:ended` | zset | ended jobs by end time (ms), for the retention purge |
+//! | `{q}:seq` | string | sequence counter |
+//! | `{q}:open` | string | number of jobs not yet ended |
+//! | `{q}:ends` | hash | ended jobs kept, by state (completed, failed, cancelled) |
+//! | `{q}:workers` | zset | worker ids by announcement expiry (ms) |
+//! | `{q}:wm:<worker>` | string | JSON list of the worker's methods (with TTL) |
+//!
+//! Channels: `{q}:inbox:<gateway>` (job events for that gateway), `{q}:ctl:<worker>` (cancel
+//! and lease-lost signals for that worker), `{q}:t:<topic>` (topic messages).
+
+/// The key builder of one queue.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys of queue `name` (the hash tag).
+    pub fn new(name: &str) -> Self {
+        Self {
+            prefix: format!("{{{name}}}:"),
+        }
+    }
+
+    /// The common prefix `{q}:` (Lua scripts build per-job keys from it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Prefix of job hashes (`{q}:j:`), for scripts that reach jobs by id.
+    pub fn job_prefix(&self) -> String {
+        self.job("")
+    }
+
+    /// Prefix of listener sets.
+    pub fn listeners_prefix(&self) -> String {
+        self.listeners("")
+    }
+
+    /// Prefix of ready sets.
+    pub fn ready_prefix(&self) -> String {
+        self.ready("")
+    }
+
+    /// Prefix of marker lists.
+    pub fn mark_prefix(&self) -> String {
+        self.mark("")
+    }
+
+    /// Prefix of gateway inbox channels.
+    pub fn inbox_prefix(&self) -> String {
+        self.inbox("")
+    }
+
+    /// Prefix of worker control channels.
+    pub fn control_prefix(&self) -> String {
+        self.control("")
+    }
+
+    /// Prefix of topic channels.
+    pub fn topic_prefix(&self) -> String {
+        self.topic("")
+    }
+
+    /// A job's hash.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}j:{id}", self.prefix)
+    }
+
+    /// A job's listener set.
+    pub fn listeners(&self, id: &str) -> String {
+        format!("{}l:{id}", self.prefix)
+    }
+
+    /// Ready jobs of a method.
+    pub fn ready(&self, method: &str) -> String {
+        format!("{}ready:{method}", self.prefix)
+    }
+
+    /// The marker list of a method.
+    pub fn mark(&self, method: &str) -> String {
+        format!("{}mark:{method}", self.prefix)
+    }
+
+    /// Delayed jobs.
+    pub fn delayed(&self) -> String {
+        format!("{}delayed", self.prefix)
+    }
+
+    /// Running jobs by lease deadline.
+    pub fn active(&self) -> String {
+        format!("{}active", self.prefix)
+    }
+
+    /// Ended jobs by end time.
+    pub fn ended(&self) -> String {
+        format!("{}ended", self.prefix)
+    }
+
+    /// The sequence counter.
+    pub fn seq(&self) -> String {
+        format!("{}seq", self.prefix)
+    }
+
+    /// The open-jobs counter.
+    pub fn open(&self) -> String {
+        format!("{}open", self.prefix)
+    }
+
+    /// Ended jobs kept, counted by state.
+    pub fn ends(&self) -> String {
+        format!("{}ends", self.prefix)
+    }
+
+    /// Live workers by expiry.
+    pub fn workers(&self) -> String {
+        format!("{}workers", self.prefix)
+    }
+
+    /// A worker's method list.
+    pub fn worker_methods(&self, worker: &str) -> String {
+        format!("{}wm:{worker}", self.prefix)
+    }
+
+    /// A gateway's inbox channel.
+    pub fn inbox(&self, gateway: &str) -> String {
+        format!("{}inbox:{gateway}", self.prefix)
+    }
+
+    /// A worker's control channel.
+    pub fn control(&self, worker: &str) -> String {
+        format!("{}ctl:{worker}", self.prefix)
+    }
+
+    /// A topic's channel.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}t:{topic}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_the_hash_tag() {
+        let k = Keys::new("jobcast");
+        for key in [
+            k.job("a"),
+            k.listeners("a"),
+            k.ready("m"),
+            k.mark("m"),
+            k.delayed(),
+            k.active(),
+            k.ended(),
+            k.seq(),
+            k.open(),
+            k.ends(),
+            k.workers(),
+            k.worker_methods("w"),
+            k.inbox("g"),
+            k.control("w"),
+            k.topic("room:1"),
+        ] {
+            assert!(key.starts_with("{jobcast}:"), "{key}");
+        }
+    }
+}

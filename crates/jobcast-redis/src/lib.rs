@@ -1,0 +1,781 @@
+//! The Redis backend: a durable job queue whose every state change is one Lua script on keys
+//! that share the queue's hash tag (see [`keys`]), and a bus over Redis pub/sub. Scripts
+//! `PUBLISH` job events to the inbox channel of each gateway listening to the job, so a
+//! gateway holds one subscription for all its jobs. Workers wait for work by `BLPOP` on a
+//! per-method marker list, never by polling.
+#![warn(missing_docs)]
+
+pub mod keys;
+mod pubsub;
+mod record;
+mod scripts;
+pub mod testing;
+
+use async_trait::async_trait;
+use jobcast_core::{
+    AttemptFailure, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome, Inbound, JobQueue,
+    JobSnapshot, JobState, Lease, MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement,
+    now_ms,
+};
+use keys::Keys;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::value::RawValue;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a job that lost its lease this many times is failed.
+const MAX_STALLS: u32 = 3;
+
+/// Settings of the Redis backend.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Queue name: the hash tag of every key.
+    pub queue: String,
+    /// How long ended jobs are kept.
+    pub retention: Duration,
+    /// Most jobs not yet ended.
+    pub max_open_jobs: usize,
+    /// How often workers promote delayed jobs, reclaim lapsed leases and purge.
+    pub tick: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`: queue `jobcast`, 24 h retention, one million open jobs, 50 ms tick.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            queue: "jobcast".into(),
+            retention: Duration::from_secs(24 * 3600),
+            max_open_jobs: 1_000_000,
+            tick: Duration::from_millis(50),
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: scripts::Scripts,
+    config: RedisConfig,
+    /// Running jobs of this process's workers: job id → (token, cancel).
+    running: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Gateway inboxes of this process: channel → sender.
+    inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<Inbound>>>,
+    /// Topic channel → gateways of this process subscribed to it.
+    topics: Mutex<HashMap<String, HashSet<String>>>,
+    /// Worker control channels subscribed, and whether the tick task runs.
+    workers_seen: Mutex<HashSet<String>>,
+    pubsub: mpsc::UnboundedSender<pubsub::Command>,
+    /// The connection workers block on (BLPOP holds a connection while it waits).
+    blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    ready: AtomicBool,
+    claims: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// The Redis backend; cheap to clone. Implements [`JobQueue`] and [`Bus`].
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+impl RedisBackend {
+    /// Connects (retrying in the background if Redis is down later) and starts the pub/sub task.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
+        let mgr_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(client.clone(), mgr_config)
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            client: client.clone(),
+            conn,
+            keys: Keys::new(&config.queue),
+            scripts: scripts::Scripts::new(),
+            config,
+            running: Mutex::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            workers_seen: Mutex::new(HashSet::new()),
+            pubsub: tx,
+            blocking: tokio::sync::Mutex::new(None),
+            ready: AtomicBool::new(true),
+            claims: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(pubsub::run(
+            client,
+            Arc::downgrade(&inner),
+            rx,
+            inner.stop.clone(),
+        ));
+        tokio::spawn(health(Arc::downgrade(&inner), inner.stop.clone()));
+        Ok(Self { inner })
+    }
+
+    /// Stops the background tasks.
+    pub fn shutdown(&self) {
+        self.inner.stop.cancel();
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Marks the backend (un)reachable from the outcome of a call.
+    fn seen<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
+        match r {
+            Ok(v) => {
+                self.inner.ready.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e)
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                self.inner.ready.store(false, Ordering::Relaxed);
+                Err(unavailable(e))
+            }
+            Err(e) => Err(Error::Storage(e.to_string())),
+        }
+    }
+
+    /// Waits up to `secs` for a marker of one of `marks` (BLPOP on the blocking connection).
+    async fn wait_for_marker(&self, marks: &[String], secs: f64) -> Result<()> {
+        let mut slot = self.inner.blocking.lock().await;
+        if slot.is_none() {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(None);
+            let conn = self
+                .inner
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await;
+            *slot = Some(self.seen(conn)?);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Ok(());
+        };
+        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+            .arg(marks)
+            .arg(secs)
+            .query_async(conn)
+            .await;
+        if let Err(e) = r {
+            // Drop the connection; the next wait makes a new one.
+            *slot = None;
+            self.seen::<()>(Err(e))?;
+        }
+        Ok(())
+    }
+
+    /// First claim of a worker id: subscribe to its control channel and start ticking.
+    fn worker_started(&self, worker_id: &str) {
+        if !self.inner.workers_seen.lock().insert(worker_id.to_owned()) {
+            return;
+        }
+        let _ = self
+            .inner
+            .pubsub
+            .send(pubsub::Command::Subscribe(self.keys().control(worker_id)));
+        if self.inner.workers_seen.lock().len() == 1 {
+            tokio::spawn(ticker(self.clone()));
+        }
+    }
+}
+
+impl Inner {
+    /// Handles a message on a subscribed channel.
+    fn on_message(&self, channel: &str, payload: &str) {
+        if let Some(tx) = self.inboxes.lock().get(channel) {
+            match record::event(payload) {
+                Some(e) => {
+                    let _ = tx.send(Inbound::Job(e));
+                }
+                None => tracing::warn!(channel, "unreadable inbox message"),
+            }
+            return;
+        }
+        if channel.starts_with(&self.keys.control_prefix()) {
+            // "c:<job>" (cancelled) or "l:<job>" (lease lost): stop the handler.
+            if let Some(job_id) = payload.get(2..)
+                && let Some((_, cancel)) = self.running.lock().get(job_id)
+            {
+                cancel.cancel();
+            }
+            return;
+        }
+        if let Some(topic) = channel.strip_prefix(&self.keys.topic_prefix()) {
+            let Some((origin, data)) = payload.split_once('\n') else {
+                return;
+            };
+            let Ok(data) = RawValue::from_string(data.to_owned()) else {
+                return;
+            };
+            let gateways: Vec<String> = self
+                .topics
+                .lock()
+                .get(channel)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            let inboxes = self.inboxes.lock();
+            for gw in gateways.into_iter().filter(|g| g != origin) {
+                if let Some(tx) = inboxes.get(&self.keys.inbox(&gw)) {
+                    let _ = tx.send(Inbound::Topic {
+                        topic: topic.to_owned(),
+                        data: data.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every channel this process should be subscribed to (after a reconnect).
+    fn channels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inboxes.lock().keys().cloned().collect();
+        v.extend(self.topics.lock().keys().cloned());
+        v.extend(
+            self.workers_seen
+                .lock()
+                .iter()
+                .map(|w| self.keys.control(w)),
+        );
+        v
+    }
+}
+
+/// Keeps `ready` true while Redis answers PING.
+async fn health(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let mut conn = inner.conn.clone();
+        let ok = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok();
+        inner.ready.store(ok, Ordering::Relaxed);
+    }
+}
+
+/// Promotes delayed jobs, reclaims lapsed leases and purges; runs in worker processes.
+async fn ticker(b: RedisBackend) {
+    let mut tick = tokio::time::interval(b.inner.config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = b.inner.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let k = b.keys();
+        let now = now_ms();
+        let cutoff = now.saturating_sub(b.inner.config.retention.as_millis() as u64);
+        let r: redis::RedisResult<i64> = b
+            .inner
+            .scripts
+            .tick
+            .key(k.delayed())
+            .key(k.active())
+            .key(k.ended())
+            .key(k.seq())
+            .key(k.open())
+            .key(k.ends())
+            .arg(now)
+            .arg(k.job_prefix())
+            .arg(k.ready_prefix())
+            .arg(k.mark_prefix())
+            .arg(cutoff)
+            .arg(MAX_STALLS)
+            .arg(k.inbox_prefix())
+            .arg(k.control_prefix())
+            .arg(k.listeners_prefix())
+            .arg(1000)
+            .invoke_async(&mut b.conn())
+            .await;
+        if let Err(e) = b.seen(r) {
+            tracing::debug!(error = %e, "tick failed");
+        }
+    }
+}
+
+fn state_of(s: &str) -> Result<JobState> {
+    JobState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| Error::Storage(format!("unknown job state {s:?}")))
+}
+
+#[async_trait]
+impl JobQueue for RedisBackend {
+    async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
+        let k = self.keys();
+        let o = &job.options;
+        let kind = match o.backoff.kind {
+            jobcast_protocol::BackoffKind::Fixed => "fixed",
+            jobcast_protocol::BackoffKind::Exponential => "exponential",
+        };
+        let r: redis::RedisResult<(i64, String, String)> = self
+            .inner
+            .scripts
+            .enqueue
+            .key(k.job(&job.id))
+            .key(k.listeners(&job.id))
+            .key(k.ready(&job.method))
+            .key(k.delayed())
+            .key(k.seq())
+            .key(k.open())
+            .key(k.mark(&job.method))
+            .arg(&job.id)
+            .arg(&job.method)
+            .arg(job.params.get())
+            .arg(&job.owner)
+            .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
+            .arg(o.priority)
+            .arg(o.delay_ms)
+            .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(o.attempts)
+            .arg(kind)
+            .arg(o.backoff.delay_ms)
+            .arg(o.backoff.jitter)
+            .arg(now_ms())
+            .arg(listener)
+            .arg(self.inner.config.max_open_jobs)
+            .invoke_async(&mut self.conn())
+            .await;
+        let (dup, state, owner) = match r {
+            Err(e) if e.code() == Some("FULL") || e.to_string().contains("FULL") => {
+                return Err(Error::QueueFull);
+            }
+            other => self.seen(other)?,
+        };
+        Ok(Enqueued {
+            job_id: job.id,
+            state: state_of(&state)?,
+            duplicate: dup == 1,
+            owner,
+        })
+    }
+
+    async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
+        let k = self.keys();
+        let r: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .listen
+            .key(k.job(job_id))
+            .key(k.listeners(job_id))
+            .arg(listener)
+            .invoke_async(&mut self.conn())
+            .await;
+        Ok(self.seen(r)? == 1)
+    }
+
+    async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
+        let r: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
+            .arg(self.keys().job(job_id))
+            .query_async(&mut self.conn())
+            .await;
+        let h = self.seen(r)?;
+        Ok(record::snapshot(job_id, &h))
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
+        let k = self.keys();
+        let r: redis::RedisResult<(i64, String)> = self
+            .inner
+            .scripts
+            .cancel
+            .key(k.job(job_id))
+            .key(k.listeners(job_id))
+            .key(k.active())
+            .key(k.ended())
+            .key(k.open())
+            .key(k.delayed())
+            .key(k.ends())
+            .arg(job_id)
+            .arg(now_ms())
+            .arg(k.inbox_prefix())
+            .arg(k.ready_prefix())
+            .arg(k.control_prefix())
+            .invoke_async(&mut self.conn())
+            .await;
+        let (code, state) = self.seen(r)?;
+        if code < 0 {
+            return Ok(None);
+        }
+        Ok(Some(Cancelled {
+            cancelled: code == 1,
+            state: state_of(&state)?,
+        }))
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        methods: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        self.worker_started(worker_id);
+        let k = self.keys();
+        let deadline = tokio::time::Instant::now() + wait;
+        let marks: Vec<String> = methods.iter().map(|m| k.mark(m)).collect();
+        loop {
+            let n = self.inner.claims.fetch_add(1, Ordering::Relaxed);
+            let mut inv = self.inner.scripts.claim.key(k.active());
+            for m in methods {
+                inv.key(k.ready(m));
+            }
+            for m in &marks {
+                inv.key(m);
+            }
+            inv.arg(now_ms())
+                .arg(lease.as_millis() as u64)
+                .arg(max)
+                .arg(worker_id)
+                .arg(format!("{worker_id}-{n}-"))
+                .arg(k.job_prefix())
+                .arg(methods.len());
+            let r: redis::RedisResult<Vec<(String, String, String, u32, u32, String, String)>> =
+                inv.invoke_async(&mut self.conn()).await;
+            let rows = self.seen(r)?;
+            if !rows.is_empty() {
+                let mut out = Vec::with_capacity(rows.len());
+                let mut running = self.inner.running.lock();
+                for (id, method, params, attempt, attempts, timeout, token) in rows {
+                    let cancel = CancellationToken::new();
+                    running.insert(id.clone(), (token.clone(), cancel.clone()));
+                    out.push(ClaimedJob {
+                        lease: Lease { job_id: id, token },
+                        method,
+                        params: RawValue::from_string(params)
+                            .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                        attempt,
+                        attempts,
+                        timeout: timeout.parse::<u64>().ok().map(Duration::from_millis),
+                        cancel,
+                    });
+                }
+                return Ok(out);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline || methods.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Block on the markers, on the connection kept for that.
+            let secs = (deadline - now)
+                .min(Duration::from_secs(1))
+                .as_secs_f64()
+                .max(0.01);
+            self.wait_for_marker(&marks, secs).await?;
+        }
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<String>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys();
+        let mut inv = self.inner.scripts.renew.key(k.active());
+        inv.arg(now_ms() + lease.as_millis() as u64)
+            .arg(k.job_prefix());
+        for l in leases {
+            inv.arg(&l.job_id).arg(&l.token);
+        }
+        let r: redis::RedisResult<Vec<String>> = inv.invoke_async(&mut self.conn()).await;
+        let lost = self.seen(r)?;
+        let mut running = self.inner.running.lock();
+        for id in &lost {
+            if let Some((_, c)) = running.remove(id) {
+                c.cancel();
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
+        let k = self.keys();
+        let r: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .progress
+            .key(k.job(&lease.job_id))
+            .key(k.listeners(&lease.job_id))
+            .arg(&lease.token)
+            .arg(progress.get())
+            .arg(&lease.job_id)
+            .arg(k.inbox_prefix())
+            .invoke_async(&mut self.conn())
+            .await;
+        match self.seen(r)? {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost(lease.job_id.clone())),
+        }
+    }
+
+    async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
+        let k = self.keys();
+        let r: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .complete
+            .key(k.job(&lease.job_id))
+            .key(k.listeners(&lease.job_id))
+            .key(k.active())
+            .key(k.ended())
+            .key(k.open())
+            .key(k.ends())
+            .arg(&lease.token)
+            .arg(result.get())
+            .arg(now_ms())
+            .arg(&lease.job_id)
+            .arg(k.inbox_prefix())
+            .invoke_async(&mut self.conn())
+            .await;
+        self.inner.running.lock().remove(&lease.job_id);
+        match self.seen(r)? {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost(lease.job_id.clone())),
+        }
+    }
+
+    async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {
+        let k = self.keys();
+        let snap = self.snapshot(&lease.job_id).await?;
+        let Some(method) = snap.map(|s| s.method) else {
+            return Err(Error::LeaseLost(lease.job_id.clone()));
+        };
+        let (kind, message, retryable) = match failure {
+            AttemptFailure::Error { message, retryable } => ("error", message, retryable),
+            AttemptFailure::TimedOut => ("timeout", String::new(), true),
+        };
+        let r: redis::RedisResult<(i64, u64)> = self
+            .inner
+            .scripts
+            .fail
+            .key(k.job(&lease.job_id))
+            .key(k.listeners(&lease.job_id))
+            .key(k.active())
+            .key(k.ended())
+            .key(k.open())
+            .key(k.delayed())
+            .key(k.ready(&method))
+            .key(k.seq())
+            .key(k.mark(&method))
+            .key(k.ends())
+            .arg(&lease.token)
+            .arg(kind)
+            .arg(message)
+            .arg(if retryable { 1 } else { 0 })
+            .arg(now_ms())
+            .arg(fastrand::f64())
+            .arg(&lease.job_id)
+            .arg(k.inbox_prefix())
+            .invoke_async(&mut self.conn())
+            .await;
+        self.inner.running.lock().remove(&lease.job_id);
+        match self.seen(r)? {
+            (1, at_ms) => Ok(FailOutcome::Retrying { at_ms }),
+            (0, _) => Ok(FailOutcome::Dead),
+            _ => Err(Error::LeaseLost(lease.job_id.clone())),
+        }
+    }
+
+    async fn announce(&self, worker: &WorkerAnnouncement) -> Result<()> {
+        let k = self.keys();
+        let methods =
+            serde_json::to_string(&worker.methods).map_err(|e| Error::Storage(e.to_string()))?;
+        let ttl = worker.ttl.as_millis() as u64;
+        let r: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(k.worker_methods(&worker.worker_id))
+            .arg(methods)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("ZADD")
+            .arg(k.workers())
+            .arg(now_ms() + ttl)
+            .arg(&worker.worker_id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        self.seen(r)
+    }
+
+    async fn withdraw(&self, worker_id: &str) -> Result<()> {
+        let k = self.keys();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(k.worker_methods(worker_id))
+            .ignore()
+            .cmd("ZREM")
+            .arg(k.workers())
+            .arg(worker_id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        self.seen(r)
+    }
+
+    async fn methods(&self) -> Result<Vec<MethodInfo>> {
+        let k = self.keys();
+        let r: redis::RedisResult<((), Vec<String>)> = redis::pipe()
+            .atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(k.workers())
+            .arg("-inf")
+            .arg(now_ms())
+            .cmd("ZRANGE")
+            .arg(k.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await;
+        let (_, workers) = self.seen(r)?;
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = workers.iter().map(|w| k.worker_methods(w)).collect();
+        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await;
+        let mut by_name = BTreeMap::new();
+        for list in self.seen(r)?.into_iter().flatten() {
+            for m in serde_json::from_str::<Vec<MethodInfo>>(&list).unwrap_or_default() {
+                by_name.entry(m.name.clone()).or_insert(m);
+            }
+        }
+        Ok(by_name.into_values().collect())
+    }
+
+    async fn counts(&self) -> Result<QueueCounts> {
+        let k = self.keys();
+        let r: redis::RedisResult<(Option<u64>, u64, u64, HashMap<String, i64>)> = redis::pipe()
+            .cmd("GET")
+            .arg(k.open())
+            .cmd("ZCARD")
+            .arg(k.delayed())
+            .cmd("ZCARD")
+            .arg(k.active())
+            .cmd("HGETALL")
+            .arg(k.ends())
+            .query_async(&mut self.conn())
+            .await;
+        let (open, delayed, active, ends) = self.seen(r)?;
+        let end = |s: &str| ends.get(s).copied().unwrap_or(0).max(0) as u64;
+        Ok(QueueCounts {
+            queued: open.unwrap_or(0).saturating_sub(delayed + active),
+            delayed,
+            active,
+            completed: end("completed"),
+            failed: end("failed"),
+            cancelled: end("cancelled"),
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed)
+    }
+}
+
+impl Bus for RedisBackend {
+    fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let channel = self.keys().inbox(gateway_id);
+        self.inner.inboxes.lock().insert(channel.clone(), tx);
+        let _ = self.inner.pubsub.send(pubsub::Command::Subscribe(channel));
+        Ok(rx)
+    }
+
+    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()> {
+        // Fire and forget: the publisher already delivered locally. The payload names the
+        // origin gateway so that it skips its own message when Redis echoes it back.
+        let channel = self.keys().topic(topic);
+        let payload = format!("{origin}\n{}", data.get());
+        let mut conn = self.conn();
+        tokio::spawn(async move {
+            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "topic publish failed");
+            }
+        });
+        Ok(())
+    }
+
+    fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
+        let channel = self.keys().topic(topic);
+        let first = {
+            let mut t = self.inner.topics.lock();
+            let set = t.entry(channel.clone()).or_default();
+            set.insert(gateway_id.to_owned());
+            set.len() == 1
+        };
+        if first {
+            let _ = self.inner.pubsub.send(pubsub::Command::Subscribe(channel));
+        }
+        Ok(())
+    }
+
+    fn unsubscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
+        let channel = self.keys().topic(topic);
+        let last = {
+            let mut t = self.inner.topics.lock();
+            match t.get_mut(&channel) {
+                Some(set) => {
+                    set.remove(gateway_id);
+                    let empty = set.is_empty();
+                    if empty {
+                        t.remove(&channel);
+                    }
+                    empty
+                }
+                None => false,
+            }
+        };
+        if last {
+            let _ = self
+                .inner
+                .pubsub
+                .send(pubsub::Command::Unsubscribe(channel));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+-- cancel: end a job that has not ended; tell its worker when it is running.
+-- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
+-- KEYS[6] delayed    KEYS[7] end counts
+-- ARGV: 1 job id, 2 now ms, 3 inbox channel prefix, 4 ready key prefix {q}:ready:,
+--       5 worker control channel prefix {q}:ctl:
+-- Returns {1, 'cancelled'}, {0, state} when it had already ended, {-1, ''} when unknown.
+local f = redis.call('HMGET', KEYS[1], 's', 'm', 'w', 'a')
+local state = f[1]
+if not state then return {-1, ''} end
+if state == 'completed' or state == 'failed' or state == 'cancelled' then return {0, state} end
+if state == 'queued' then
+  redis.call('ZREM', ARGV[4] .. f[2], ARGV[1])
+elseif state == 'delayed' then
+  redis.call('ZREM', KEYS[6], ARGV[1])
+elseif state == 'active' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[1], 'tok')
+  if f[3] then redis.call('PUBLISH', ARGV[5] .. f[3], 'c:' .. ARGV[1]) end
+end
+local err = cjson.encode({code = -32002, message = 'job cancelled', data = {attempts = tonumber(f[4]) or 0, reason = 'cancelled'}})
+redis.call('HSET', KEYS[1], 's', 'cancelled', 'err', err, 'f', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('DECR', KEYS[5])
+redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
+local msg = '{"t":"f","id":"' .. ARGV[1] .. '","err":' .. err .. '}'
+for _, gw in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('PUBLISH', ARGV[3] .. gw, msg)
+end
+return {1, 'cancelled'}

@@ -1,0 +1,36 @@
+-- claim: take up to N ready jobs of the given methods, best priority first across methods.
+-- KEYS[1] active {q}:active   KEYS[2..n+1] ready {q}:ready:<method>, one per method
+-- KEYS[n+2..2n+1] markers {q}:mark:<method>, same order
+-- ARGV: 1 now ms, 2 lease ms, 3 max jobs, 4 worker id, 5 token prefix (unique per call),
+--       6 job key prefix {q}:j:, 7 n (number of methods)
+-- Work left behind gets its marker back, so other waiting workers wake for it.
+-- Returns a list of {id, method, params, attempt, attempts, timeout ms or '', token}.
+local now = tonumber(ARGV[1])
+local n_methods = tonumber(ARGV[7])
+local out = {}
+for n = 1, tonumber(ARGV[3]) do
+  local best, best_score = nil, nil
+  for i = 2, n_methods + 1 do
+    local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+      best = i
+      best_score = tonumber(head[2])
+    end
+  end
+  if not best then break end
+  local id = redis.call('ZPOPMIN', KEYS[best])[1]
+  local jk = ARGV[6] .. id
+  local attempt = redis.call('HINCRBY', jk, 'a', 1)
+  local tok = ARGV[5] .. n
+  redis.call('HSET', jk, 's', 'active', 'sa', ARGV[1], 'w', ARGV[4], 'tok', tok)
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), id)
+  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo')
+  out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok}
+end
+for i = 2, n_methods + 1 do
+  if redis.call('ZCARD', KEYS[i]) > 0 then
+    redis.call('LPUSH', KEYS[i + n_methods], 1)
+    redis.call('LTRIM', KEYS[i + n_methods], 0, 0)
+  end
+end
+return out

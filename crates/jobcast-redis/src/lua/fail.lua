@@ -1,0 +1,48 @@
+-- fail: end the current attempt with a failure; retry after the job's backoff, or fail it.
+-- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
+-- KEYS[6] delayed    KEYS[7] ready of the job's method     KEYS[8] seq     KEYS[9] marker
+-- KEYS[10] end counts
+-- ARGV: 1 token, 2 kind (error|timeout), 3 message, 4 retryable (1|0), 5 now ms,
+--       6 random unit [0,1), 7 job id, 8 inbox channel prefix
+-- Returns {1, run at ms} when retrying, {0, 0} when the job failed, {-1, 0} when the lease
+-- is not held.
+if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return {-1, 0} end
+local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr')
+local attempt, max = tonumber(f[1]), tonumber(f[2])
+local now = tonumber(ARGV[5])
+redis.call('HDEL', KEYS[1], 'tok')
+redis.call('ZREM', KEYS[3], ARGV[7])
+if ARGV[4] == '1' and attempt < max then
+  local delay = tonumber(f[4]) or 0
+  if f[3] == 'exponential' then delay = delay * 2 ^ math.min(attempt - 1, 40) end
+  delay = math.min(delay, 86400000)
+  delay = delay - math.floor(delay * (tonumber(f[5]) or 0) * tonumber(ARGV[6]))
+  local at = string.format('%.0f', now + delay)
+  local seq = redis.call('INCR', KEYS[8])
+  redis.call('HSET', KEYS[1], 'ra', at, 'seq', seq)
+  if delay > 0 then
+    redis.call('HSET', KEYS[1], 's', 'delayed')
+    redis.call('ZADD', KEYS[6], at, ARGV[7])
+  else
+    redis.call('HSET', KEYS[1], 's', 'queued')
+    redis.call('ZADD', KEYS[7], string.format('%.0f', (1000 - tonumber(f[6])) * 4398046511104 + seq), ARGV[7])
+    redis.call('LPUSH', KEYS[9], 1)
+    redis.call('LTRIM', KEYS[9], 0, 0)
+  end
+  return {1, at}
+end
+local err
+if ARGV[2] == 'timeout' then
+  err = cjson.encode({code = -32001, message = 'job timed out', data = {attempts = attempt, reason = 'timeout'}})
+else
+  err = cjson.encode({code = -32000, message = 'job failed: ' .. ARGV[3], data = {attempts = attempt, reason = ARGV[3]}})
+end
+redis.call('HSET', KEYS[1], 's', 'failed', 'err', err, 'f', ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+redis.call('DECR', KEYS[5])
+redis.call('HINCRBY', KEYS[10], 'failed', 1)
+local msg = '{"t":"f","id":"' .. ARGV[7] .. '","err":' .. err .. '}'
+for _, gw in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('PUBLISH', ARGV[8] .. gw, msg)
+end
+return {0, 0}
