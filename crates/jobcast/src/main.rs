@@ -1,7 +1,10 @@
-//! The `jobcast` binary: `serve` (everything in one process on the embedded store), `token`
-//! (mint a dev token) and `call` (call a method from the command line).
+//! The `jobcast` binary: `serve` (everything in one process on the embedded store), `gateway`
+//! and `worker` (the distributed deployment on Redis), `token` (mint a dev token) and `call`
+//! (call a method from the command line).
 
 mod call;
+mod distributed;
+mod gateway;
 mod serve;
 mod settings;
 
@@ -19,6 +22,10 @@ struct Cli {
 enum Command {
     /// Gateway + embedded durable queue + demo worker, in one process.
     Serve(serve::ServeArgs),
+    /// A gateway on a shared Redis queue (run any number).
+    Gateway(distributed::GatewayCmdArgs),
+    /// A worker serving the demo methods from a shared Redis queue (run any number).
+    Worker(distributed::WorkerArgs),
     /// Mint a development token signed with the configured secret.
     Token(settings::TokenArgs),
     /// Call a method, show its progress on stderr and print the result on stdout.
@@ -30,6 +37,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(a) => runtime()
             .and_then(|rt| rt.block_on(serve::run(a)))
+            .map(|()| 0),
+        Command::Gateway(a) => runtime()
+            .and_then(|rt| rt.block_on(distributed::gateway(a)))
+            .map(|()| 0),
+        Command::Worker(a) => runtime()
+            .and_then(|rt| rt.block_on(distributed::worker(a)))
             .map(|()| 0),
         Command::Token(a) => settings::token(a).map(|()| 0),
         Command::Call(a) => runtime().and_then(|rt| rt.block_on(call::run(a))),

@@ -20,16 +20,115 @@ use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
 pub const SECRET: &str = "test-secret";
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running `jobcast serve`.
+/// Which deployment a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `jobcast serve`.
+    Embedded,
+    /// `jobcast gateway` + `jobcast worker` + a private redis-server.
+    Redis,
+}
+
+/// A running jobcast: `serve`, or a gateway with a worker and Redis.
 pub struct Server {
+    /// `serve`, or the gateway.
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The worker (Redis mode).
+    pub worker: Option<Child>,
+    /// The Redis server (Redis mode).
+    pub redis: Option<jobcast_redis::testing::RedisServer>,
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Flags that go to the worker (renamed) in Redis mode; the rest go to the gateway, and the
+/// queue flags to both.
+fn split_flags(extra: &[&str]) -> (Vec<String>, Vec<String>) {
+    let (mut gw, mut wk) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < extra.len() {
+        let (flag, value) = (extra[i], extra.get(i + 1).copied().unwrap_or_default());
+        match flag {
+            "--worker-concurrency" => wk.extend(["--concurrency".to_owned(), value.to_owned()]),
+            "--max-queued" | "--retention" => {
+                gw.extend([flag.to_owned(), value.to_owned()]);
+                wk.extend([flag.to_owned(), value.to_owned()]);
+            }
+            _ => gw.extend([flag.to_owned(), value.to_owned()]),
+        }
+        i += 2;
+    }
+    (gw, wk)
+}
+
+/// Reads the first stdout line of a child (its banner) and keeps draining the rest.
+fn banner(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("process printed nothing").unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    first
+}
+
+fn addr_in(banner: &str) -> SocketAddr {
+    banner
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected banner: {banner}"))
+        .parse()
+        .unwrap()
+}
+
 impl Server {
-    /// Starts with a fresh data dir and extra flags.
+    /// Starts the given deployment with extra (`serve`-style) flags.
+    pub fn start_on(backend: Backend, extra: &[&str]) -> Self {
+        match backend {
+            Backend::Embedded => Self::start(extra),
+            Backend::Redis => {
+                let redis = jobcast_redis::testing::RedisServer::start()
+                    .expect("redis-server (installed by .ci/run)");
+                let (gw_flags, wk_flags) = split_flags(extra);
+                let mut s = Self::start_gateway(&redis.url(), &gw_flags);
+                s.worker = Some(spawn_worker(&redis.url(), &wk_flags));
+                wait_for_worker(&redis.url());
+                s.redis = Some(redis);
+                s
+            }
+        }
+    }
+
+    /// Starts `jobcast gateway` on `redis_url`.
+    pub fn start_gateway(redis_url: &str, flags: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
+            .args([
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--redis",
+                redis_url,
+            ])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let addr = addr_in(&banner(&mut child));
+        Self {
+            child,
+            addr,
+            dir: PathBuf::new(),
+            worker: None,
+            redis: None,
+            _tmp: None,
+        }
+    }
+
+    /// Starts with a fresh data dir and extra flags (`jobcast serve`).
     pub fn start(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
@@ -50,22 +149,13 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("serve printed nothing").unwrap();
-        let addr = first
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected banner: {first}"))
-            .parse()
-            .unwrap();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let addr = addr_in(&banner(&mut child));
         Self {
             child,
             addr,
             dir: dir.to_path_buf(),
+            worker: None,
+            redis: None,
             _tmp: None,
         }
     }
@@ -111,7 +201,43 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(w) = &mut self.worker {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
     }
+}
+
+/// Starts `jobcast worker` on `redis_url`.
+pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
+        .args(["worker", "--redis", redis_url])
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let b = banner(&mut child);
+    assert!(b.starts_with("jobcast worker"), "{b}");
+    child
+}
+
+/// Waits until a worker has announced its methods in Redis.
+pub fn wait_for_worker(redis_url: &str) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for _ in 0..500 {
+        let n: i64 = redis::cmd("ZCARD")
+            .arg("{jobcast}:workers")
+            .query(&mut conn)
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no worker announced itself");
 }
 
 /// A token signed with the test secret.

@@ -1,8 +1,8 @@
-//! PROTOCOL.md §1–§5 and §7 against a real `jobcast serve` process over real WebSockets.
+//! PROTOCOL.md §1–§5 and §7 over real WebSockets, as cases taking the backend to run on:
+//! `protocol_embedded.rs` runs them against `jobcast serve`, `protocol_redis.rs` against
+//! `jobcast gateway` + `jobcast worker` + a private redis-server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,8 @@ fn code(v: &Value) -> i64 {
         .unwrap_or_else(|| panic!("not an error: {v}"))
 }
 
-#[tokio::test]
-async fn welcome_ping_and_methods() {
-    let s = Server::start(&[]);
+pub async fn welcome_ping_and_methods(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let uri = format!(
         "ws://{}/ws?token={}&deviceId=d1&platform=web",
         s.addr,
@@ -51,9 +50,8 @@ async fn welcome_ping_and_methods() {
     assert_eq!(sleep["paramsSchema"]["required"], json!(["ms"]));
 }
 
-#[tokio::test]
-async fn stats_behind_the_api_key() {
-    let s = Server::start(&["--api-key", "k1,k2"]);
+pub async fn stats_behind_the_api_key(backend: Backend) {
+    let s = Server::start_on(backend, &["--api-key", "k1,k2"]);
     let _a = s.connect("alice").await;
     let _b = s
         .connect_with(&token("bob", Some(json!({"userType": "admin"}))))
@@ -90,9 +88,8 @@ async fn stats_behind_the_api_key() {
     assert_eq!(body["queue"]["queued"], 0);
 }
 
-#[tokio::test]
-async fn refused_upgrades_are_plain_http() {
-    let s = Server::start(&[]);
+pub async fn refused_upgrades_are_plain_http(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let (status, text, _) = raw_upgrade(s.addr, "/ws", &[]).await;
     assert_eq!(status, 401, "{text}");
     assert!(
@@ -139,9 +136,8 @@ async fn refused_upgrades_are_plain_http() {
     assert!(out.starts_with("HTTP/1.1 426"), "{out}");
 }
 
-#[tokio::test]
-async fn job_with_progress_in_order() {
-    let s = Server::start(&[]);
+pub async fn job_with_progress_in_order(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut ws = s.connect("alice").await;
     let id = ws
         .job(
@@ -197,9 +193,8 @@ async fn job_with_progress_in_order() {
     assert_eq!(v["result"], json!([1, "two"]));
 }
 
-#[tokio::test]
-async fn every_error_code() {
-    let s = Server::start(&["--max-queued", "3"]);
+pub async fn every_error_code(backend: Backend) {
+    let s = Server::start_on(backend, &["--max-queued", "3"]);
     let mut ws = s.connect("alice").await;
     // -32700
     ws.send_text("{not json").await;
@@ -321,9 +316,8 @@ async fn every_error_code() {
     assert!(v["result"]["pong"].is_u64());
 }
 
-#[tokio::test]
-async fn forbidden_by_claims() {
-    let s = Server::start(&[]);
+pub async fn forbidden_by_claims(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let t = token(
         "bob",
         Some(json!({"methods": ["demo.echo"], "topics": ["room:*"], "publish": ["room:1"]})),
@@ -387,9 +381,8 @@ async fn forbidden_by_claims() {
     );
 }
 
-#[tokio::test]
-async fn owner_check_hides_other_users_jobs() {
-    let s = Server::start(&[]);
+pub async fn owner_check_hides_other_users_jobs(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut alice = s.connect("alice").await;
     let mut mallory = s.connect("mallory").await;
     let id = alice
@@ -417,9 +410,8 @@ async fn owner_check_hides_other_users_jobs() {
     assert_eq!(alice.final_for(&id).await["result"], json!({"slept": 300}));
 }
 
-#[tokio::test]
-async fn cancel_stops_a_running_job() {
-    let s = Server::start(&[]);
+pub async fn cancel_stops_a_running_job(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut ws = s.connect("alice").await;
     let id = ws
         .job(
@@ -474,9 +466,8 @@ async fn cancel_stops_a_running_job() {
     assert_eq!(code(&ws.final_for(&id).await), -32002);
 }
 
-#[tokio::test]
-async fn retries_with_backoff_and_timeouts_per_attempt() {
-    let s = Server::start(&[]);
+pub async fn retries_with_backoff_and_timeouts_per_attempt(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut ws = s.connect("alice").await;
     let id = ws
         .job("demo.fail", json!({"times": 2}), json!({"jobId": "flaky", "options": {"attempts": 3, "backoff": {"type": "exponential", "delayMs": 50, "jitter": 0.5}}}))
@@ -499,9 +490,8 @@ async fn retries_with_backoff_and_timeouts_per_attempt() {
     assert_eq!(v["error"]["data"]["attempts"], 2);
 }
 
-#[tokio::test]
-async fn priority_then_fifo_and_delay() {
-    let s = Server::start(&["--worker-concurrency", "1"]);
+pub async fn priority_then_fifo_and_delay(backend: Backend) {
+    let s = Server::start_on(backend, &["--worker-concurrency", "1"]);
     let mut ws = s.connect("alice").await;
     // Occupy the single worker slot, then queue jobs of mixed priority.
     let blocker = ws.job("demo.sleep", json!({"ms": 1500}), json!({})).await;
@@ -548,9 +538,8 @@ async fn priority_then_fifo_and_delay() {
     );
 }
 
-#[tokio::test]
-async fn idempotent_submit_and_attach() {
-    let s = Server::start(&[]);
+pub async fn idempotent_submit_and_attach(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut ws = s.connect("alice").await;
     let first = ws
         .job(
@@ -637,9 +626,8 @@ async fn idempotent_submit_and_attach() {
     assert!(laptop.try_recv(Duration::from_millis(300)).await.is_none());
 }
 
-#[tokio::test]
-async fn fire_and_forget_and_batches() {
-    let s = Server::start(&[]);
+pub async fn fire_and_forget_and_batches(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut ws = s.connect("alice").await;
     ws.send(json!({"jsonrpc":"2.0","method":"demo.echo","params":{"x":1},"jobId":"ff-1"}))
         .await;
@@ -705,9 +693,8 @@ async fn fire_and_forget_and_batches() {
     assert!(ws.try_recv(Duration::from_millis(300)).await.is_none());
 }
 
-#[tokio::test]
-async fn topics_and_user_pushes() {
-    let s = Server::start(&[]);
+pub async fn topics_and_user_pushes(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
     let mut a = s.connect("alice").await;
     let mut b = s.connect("bob").await;
     let mut b2 = s.connect("bob").await;
@@ -747,9 +734,8 @@ async fn topics_and_user_pushes() {
     assert!(a.try_recv(Duration::from_millis(200)).await.is_none());
 }
 
-#[tokio::test]
-async fn bad_frames_get_close_codes_and_the_server_survives() {
-    let s = Server::start(&["--max-message-bytes", "4096"]);
+pub async fn bad_frames_get_close_codes_and_the_server_survives(backend: Backend) {
+    let s = Server::start_on(backend, &["--max-message-bytes", "4096"]);
     let mut ws = s.connect("alice").await;
     // Binary frames: an error, the connection stays.
     use futures_util::SinkExt;
@@ -822,9 +808,8 @@ fn find_close(bytes: &[u8]) -> Option<u16> {
     None
 }
 
-#[tokio::test]
-async fn silent_peer_is_closed_with_1001() {
-    let s = Server::start(&["--heartbeat-ms", "300"]);
+pub async fn silent_peer_is_closed_with_1001(backend: Backend) {
+    let s = Server::start_on(backend, &["--heartbeat-ms", "300"]);
     // A raw socket that never answers pings.
     let (status, _, mut raw) =
         raw_upgrade(s.addr, &format!("/ws?token={}", token("alice", None)), &[]).await;
@@ -856,4 +841,71 @@ async fn silent_peer_is_closed_with_1001() {
     // Reading (and so answering pings) for several intervals.
     assert!(ws.try_recv(Duration::from_millis(1500)).await.is_none());
     assert!(ws.call("rpc.ping", json!({})).await["result"]["pong"].is_u64());
+}
+
+/// Declares one `#[tokio::test]` per case, each run on `$backend`.
+#[macro_export]
+macro_rules! protocol_tests {
+    ($backend:expr) => {
+        #[tokio::test]
+        async fn welcome_ping_and_methods() {
+            cases::welcome_ping_and_methods($backend).await
+        }
+        #[tokio::test]
+        async fn stats_behind_the_api_key() {
+            cases::stats_behind_the_api_key($backend).await
+        }
+        #[tokio::test]
+        async fn refused_upgrades_are_plain_http() {
+            cases::refused_upgrades_are_plain_http($backend).await
+        }
+        #[tokio::test]
+        async fn job_with_progress_in_order() {
+            cases::job_with_progress_in_order($backend).await
+        }
+        #[tokio::test]
+        async fn every_error_code() {
+            cases::every_error_code($backend).await
+        }
+        #[tokio::test]
+        async fn forbidden_by_claims() {
+            cases::forbidden_by_claims($backend).await
+        }
+        #[tokio::test]
+        async fn owner_check_hides_other_users_jobs() {
+            cases::owner_check_hides_other_users_jobs($backend).await
+        }
+        #[tokio::test]
+        async fn cancel_stops_a_running_job() {
+            cases::cancel_stops_a_running_job($backend).await
+        }
+        #[tokio::test]
+        async fn retries_with_backoff_and_timeouts_per_attempt() {
+            cases::retries_with_backoff_and_timeouts_per_attempt($backend).await
+        }
+        #[tokio::test]
+        async fn priority_then_fifo_and_delay() {
+            cases::priority_then_fifo_and_delay($backend).await
+        }
+        #[tokio::test]
+        async fn idempotent_submit_and_attach() {
+            cases::idempotent_submit_and_attach($backend).await
+        }
+        #[tokio::test]
+        async fn fire_and_forget_and_batches() {
+            cases::fire_and_forget_and_batches($backend).await
+        }
+        #[tokio::test]
+        async fn topics_and_user_pushes() {
+            cases::topics_and_user_pushes($backend).await
+        }
+        #[tokio::test]
+        async fn bad_frames_get_close_codes_and_the_server_survives() {
+            cases::bad_frames_get_close_codes_and_the_server_survives($backend).await
+        }
+        #[tokio::test]
+        async fn silent_peer_is_closed_with_1001() {
+            cases::silent_peer_is_closed_with_1001($backend).await
+        }
+    };
 }

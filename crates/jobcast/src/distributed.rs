@@ -1,0 +1,134 @@
+//! The distributed deployment on Redis: `jobcast gateway` (any number) and `jobcast worker`
+//! (any number), sharing one Redis.
+
+use crate::{
+    gateway::{self, GatewayArgs},
+    settings::parse_duration,
+};
+use anyhow::Context;
+use clap::Args;
+use jobcast_core::{Bus, JobQueue};
+use jobcast_redis::{RedisBackend, RedisConfig};
+use jobcast_worker::{WorkerBuilder, WorkerConfig, demo};
+use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// Where the shared queue lives.
+#[derive(Args, Debug)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Queue name (the hash tag of every key).
+    #[arg(long, env = "QUEUE_NAME", default_value = "jobcast")]
+    pub queue: String,
+    /// How long ended jobs and their results are kept.
+    #[arg(long, env = "JOBCAST_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Most jobs not yet ended; new calls get -32005 past it.
+    #[arg(long, env = "JOBCAST_MAX_QUEUED", default_value_t = 1_000_000)]
+    pub max_queued: usize,
+}
+
+impl RedisArgs {
+    async fn connect(&self) -> anyhow::Result<RedisBackend> {
+        let mut c = RedisConfig::new(&self.redis_url);
+        c.queue = self.queue.clone();
+        c.retention = self.retention;
+        c.max_open_jobs = self.max_queued;
+        RedisBackend::connect(c)
+            .await
+            .with_context(|| format!("connecting to {}", self.redis_url))
+    }
+}
+
+/// Flags of `jobcast gateway`.
+#[derive(Args, Debug)]
+pub struct GatewayCmdArgs {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Runs `gateway`.
+pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
+    gateway::init_logging();
+    let gw = &args.gateway;
+    let secret = gw.secret.existing()?.context(
+        "a gateway needs the JWT secret every gateway shares: pass --jwt-secret or set JWT_SECRET",
+    )?;
+    let backend = args.redis.connect().await?;
+    let (listener, local) = gw.bind().await?;
+    let config = gw.config(secret, local);
+    println!(
+        "jobcast gateway {} listening on http://{local} (WebSocket: ws://{local}/ws), queue {:?} on {}",
+        config.server_id, args.redis.queue, args.redis.redis_url
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let queue: Arc<dyn JobQueue> = Arc::new(backend.clone());
+    let bus: Arc<dyn Bus> = Arc::new(backend.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(gateway::signals(stop.clone()));
+    gateway::run(gw, config, listener, queue, bus, stop).await?;
+    backend.shutdown();
+    Ok(())
+}
+
+/// Flags of `jobcast worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Jobs run at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Serve only these demo methods (comma-separated) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Lease length; renewed every third of it. A crashed worker's jobs run again after it.
+    #[arg(long, env = "JOBCAST_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// On SIGTERM, how long running jobs get to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Runs `worker`.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    gateway::init_logging();
+    let backend = args.redis.connect().await?;
+    let mut builder = demo::register(WorkerBuilder::new());
+    if !args.methods.is_empty() {
+        builder = builder.only(&args.methods);
+    }
+    let methods = builder.method_names();
+    if methods.is_empty() {
+        anyhow::bail!("--methods matched no demo method");
+    }
+    let config = WorkerConfig {
+        concurrency: args.concurrency.max(1),
+        lease: args.lease,
+        drain_grace: args.drain_timeout,
+        ..WorkerConfig::default()
+    };
+    let worker = builder.config(config).build(Arc::new(backend.clone()));
+    println!(
+        "jobcast worker {} serving {} on {}",
+        worker.id(),
+        methods.join(","),
+        args.redis.redis_url
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let stop = CancellationToken::new();
+    tokio::spawn(gateway::signals(stop.clone()));
+    worker.run(stop).await;
+    backend.shutdown();
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The gateway flags shared by `serve` and `gateway`, and running a gateway on any backend
+//! until SIGINT/SIGTERM.
+
+use crate::settings::{SecretArgs, parse_duration};
+use anyhow::Context;
+use clap::Args;
+use jobcast_core::{Bus, JobQueue};
+use jobcast_gateway::{Gateway, GatewayConfig, auth::AuthConfig};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of a gateway.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address to listen on [default: 127.0.0.1:8080, or $HOST:$PORT when PORT is set].
+    #[arg(long, env = "JOBCAST_LISTEN")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// API keys for the server API (`Authorization: Bearer <key>` on /stats); comma-separated.
+    #[arg(long, env = "API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
+    /// WebSocket ping interval in ms; silent peers are closed after two.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+    /// This server's id [default: gw-<port>].
+    #[arg(long, env = "SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Largest inbound WebSocket message in bytes (larger: close 1009).
+    #[arg(long, env = "MAX_PAYLOAD", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+    /// Accept tokens without `exp`.
+    #[arg(long, env = "JWT_ALLOW_NO_EXP")]
+    pub allow_no_exp: bool,
+    /// Required token audience.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required token issuer.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// On shutdown, how long connections and running jobs get to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl GatewayArgs {
+    /// The address to bind.
+    pub fn listen_addr(&self) -> String {
+        if let Some(l) = &self.listen {
+            return l.clone();
+        }
+        match std::env::var("PORT") {
+            Ok(port) if !port.is_empty() => {
+                let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+                format!("{host}:{port}")
+            }
+            _ => "127.0.0.1:8080".into(),
+        }
+    }
+
+    /// Binds the listener.
+    pub async fn bind(&self) -> anyhow::Result<(TcpListener, SocketAddr)> {
+        let addr = self.listen_addr();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    }
+
+    /// The gateway settings for a gateway bound to `local`.
+    pub fn config(&self, secret: Vec<u8>, local: SocketAddr) -> GatewayConfig {
+        let mut auth = AuthConfig::hmac(secret);
+        auth.allow_no_exp = self.allow_no_exp;
+        auth.audience = self.jwt_audience.clone();
+        auth.issuer = self.jwt_issuer.clone();
+        let id = self
+            .server_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{}", local.port()));
+        let mut config = GatewayConfig::new(id, auth);
+        config.heartbeat = Duration::from_millis(self.heartbeat_ms.max(100));
+        config.max_message_bytes = self.max_message_bytes;
+        config.api_keys = self
+            .api_key
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        config
+    }
+}
+
+/// Serves a gateway on `listener` until `stop`, then drains.
+pub async fn run(
+    args: &GatewayArgs,
+    config: GatewayConfig,
+    listener: TcpListener,
+    queue: Arc<dyn JobQueue>,
+    bus: Arc<dyn Bus>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let gateway = Gateway::new(config, queue, bus)?;
+    gateway.serve(listener, stop, args.drain_timeout).await?;
+    Ok(())
+}
+
+/// Initialises logging to stderr (`RUST_LOG`, default info).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Cancels `stop` on SIGINT or SIGTERM.
+pub async fn signals(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested; draining");
+    stop.cancel();
+}
