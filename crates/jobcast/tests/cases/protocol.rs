@@ -2,6 +2,9 @@
 //! `protocol_embedded.rs` runs them against `jobcast serve`, `protocol_redis.rs` against
 //! `jobcast gateway` + `jobcast worker` + a private redis-server.
 
+// Cases panic on unexpected results; that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::common::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
