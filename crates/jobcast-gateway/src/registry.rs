@@ -33,6 +33,8 @@ pub enum Check {
     NotFound,
     /// Params fail the schema; the message says where.
     InvalidParams(String),
+    /// The method is unknown here and the registry cannot be read (backend unreachable).
+    Unavailable,
 }
 
 /// Cached method registry.
@@ -53,14 +55,15 @@ impl Registry {
         }
     }
 
-    async fn refresh(&self, max_age: Duration) {
+    /// Refetches the list when it is older than `max_age`; false when the fetch failed.
+    async fn refresh(&self, max_age: Duration) -> bool {
         if self
             .cache
             .read()
             .fetched
             .is_some_and(|t| t.elapsed() < max_age)
         {
-            return;
+            return true;
         }
         match self.queue.methods().await {
             Ok(list) => {
@@ -77,21 +80,29 @@ impl Registry {
                 let mut c = self.cache.write();
                 c.methods = methods;
                 c.fetched = Some(Instant::now());
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "method registry refresh failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "method registry refresh failed");
+                false
+            }
         }
     }
 
     /// Checks that `method` is served and `params` (raw JSON) fit its schema.
     pub async fn check(&self, method: &str, params: &str) -> Check {
-        self.refresh(FRESH).await;
+        let mut reachable = self.refresh(FRESH).await;
         let mut entry = self.cache.read().methods.get(method).cloned();
-        if entry.is_none() {
-            self.refresh(MISS_REFRESH).await;
+        if entry.is_none() && reachable {
+            reachable = self.refresh(MISS_REFRESH).await;
             entry = self.cache.read().methods.get(method).cloned();
         }
         let Some(entry) = entry else {
-            return Check::NotFound;
+            return if reachable {
+                Check::NotFound
+            } else {
+                Check::Unavailable
+            };
         };
         let Some(validator) = &entry.validator else {
             return Check::Ok;
@@ -115,7 +126,8 @@ impl Registry {
 
     /// The methods live workers serve.
     pub async fn list(&self) -> Vec<MethodInfo> {
-        self.refresh(FRESH).await;
+        // On a failed refresh the last list known is the best answer there is.
+        let _ = self.refresh(FRESH).await;
         let mut v: Vec<MethodInfo> = self
             .cache
             .read()

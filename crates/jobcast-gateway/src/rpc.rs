@@ -278,6 +278,12 @@ async fn start_job(cx: &ConnCtx, req: Request) -> Result<Reply, RpcError> {
             ));
         }
         Check::InvalidParams(m) => return Err(RpcError::new(ErrorCode::InvalidParams, m)),
+        Check::Unavailable => {
+            return Err(RpcError::new(
+                ErrorCode::Overloaded,
+                "backend unavailable; retry later",
+            ));
+        }
     }
     let job_id = req.job_id.clone().unwrap_or_else(new_job_id);
     let params = req.params.unwrap_or_else(|| RawValue::NULL.to_owned());

@@ -63,6 +63,23 @@ impl RedisConfig {
     }
 }
 
+/// Longest a single Redis call may take before it counts as Redis being unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bounds a Redis call: while Redis is down, callers get an error (and clients -32005) in
+/// bounded time instead of waiting for reconnection attempts.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis call timed out",
+        ))),
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> Error {
     Error::Unavailable(e.to_string())
 }
@@ -182,11 +199,8 @@ impl RedisBackend {
         let Some(conn) = slot.as_mut() else {
             return Ok(());
         };
-        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(marks)
-            .arg(secs)
-            .query_async(conn)
-            .await;
+        let r: redis::RedisResult<Option<(String, String)>> =
+            bounded(redis::cmd("BLPOP").arg(marks).arg(secs).query_async(conn)).await;
         if let Err(e) = r {
             // Drop the connection; the next wait makes a new one.
             *slot = None;
@@ -279,8 +293,7 @@ async fn health(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         }
         let Some(inner) = inner.upgrade() else { return };
         let mut conn = inner.conn.clone();
-        let ok = redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        let ok = bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .is_ok();
         inner.ready.store(ok, Ordering::Relaxed);
@@ -299,28 +312,29 @@ async fn ticker(b: RedisBackend) {
         let k = b.keys();
         let now = now_ms();
         let cutoff = now.saturating_sub(b.inner.config.retention.as_millis() as u64);
-        let r: redis::RedisResult<i64> = b
-            .inner
-            .scripts
-            .tick
-            .key(k.delayed())
-            .key(k.active())
-            .key(k.ended())
-            .key(k.seq())
-            .key(k.open())
-            .key(k.ends())
-            .arg(now)
-            .arg(k.job_prefix())
-            .arg(k.ready_prefix())
-            .arg(k.mark_prefix())
-            .arg(cutoff)
-            .arg(MAX_STALLS)
-            .arg(k.inbox_prefix())
-            .arg(k.control_prefix())
-            .arg(k.listeners_prefix())
-            .arg(1000)
-            .invoke_async(&mut b.conn())
-            .await;
+        let r: redis::RedisResult<i64> = bounded(
+            b.inner
+                .scripts
+                .tick
+                .key(k.delayed())
+                .key(k.active())
+                .key(k.ended())
+                .key(k.seq())
+                .key(k.open())
+                .key(k.ends())
+                .arg(now)
+                .arg(k.job_prefix())
+                .arg(k.ready_prefix())
+                .arg(k.mark_prefix())
+                .arg(cutoff)
+                .arg(MAX_STALLS)
+                .arg(k.inbox_prefix())
+                .arg(k.control_prefix())
+                .arg(k.listeners_prefix())
+                .arg(1000)
+                .invoke_async(&mut b.conn()),
+        )
+        .await;
         if let Err(e) = b.seen(r) {
             tracing::debug!(error = %e, "tick failed");
         }
@@ -343,34 +357,35 @@ impl JobQueue for RedisBackend {
             jobcast_protocol::BackoffKind::Fixed => "fixed",
             jobcast_protocol::BackoffKind::Exponential => "exponential",
         };
-        let r: redis::RedisResult<(i64, String, String)> = self
-            .inner
-            .scripts
-            .enqueue
-            .key(k.job(&job.id))
-            .key(k.listeners(&job.id))
-            .key(k.ready(&job.method))
-            .key(k.delayed())
-            .key(k.seq())
-            .key(k.open())
-            .key(k.mark(&job.method))
-            .arg(&job.id)
-            .arg(&job.method)
-            .arg(job.params.get())
-            .arg(&job.owner)
-            .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
-            .arg(o.priority)
-            .arg(o.delay_ms)
-            .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-            .arg(o.attempts)
-            .arg(kind)
-            .arg(o.backoff.delay_ms)
-            .arg(o.backoff.jitter)
-            .arg(now_ms())
-            .arg(listener)
-            .arg(self.inner.config.max_open_jobs)
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<(i64, String, String)> = bounded(
+            self.inner
+                .scripts
+                .enqueue
+                .key(k.job(&job.id))
+                .key(k.listeners(&job.id))
+                .key(k.ready(&job.method))
+                .key(k.delayed())
+                .key(k.seq())
+                .key(k.open())
+                .key(k.mark(&job.method))
+                .arg(&job.id)
+                .arg(&job.method)
+                .arg(job.params.get())
+                .arg(&job.owner)
+                .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
+                .arg(o.priority)
+                .arg(o.delay_ms)
+                .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+                .arg(o.attempts)
+                .arg(kind)
+                .arg(o.backoff.delay_ms)
+                .arg(o.backoff.jitter)
+                .arg(now_ms())
+                .arg(listener)
+                .arg(self.inner.config.max_open_jobs)
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         let (dup, state, owner) = match r {
             Err(e) if e.code() == Some("FULL") || e.to_string().contains("FULL") => {
                 return Err(Error::QueueFull);
@@ -387,47 +402,51 @@ impl JobQueue for RedisBackend {
 
     async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .listen
-            .key(k.job(job_id))
-            .key(k.listeners(job_id))
-            .arg(listener)
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<i64> = bounded(
+            self.inner
+                .scripts
+                .listen
+                .key(k.job(job_id))
+                .key(k.listeners(job_id))
+                .arg(listener)
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         Ok(self.seen(r)? == 1)
     }
 
     async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
-        let r: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
-            .arg(self.keys().job(job_id))
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<HashMap<String, String>> = bounded(
+            redis::cmd("HGETALL")
+                .arg(self.keys().job(job_id))
+                .query_async(&mut self.conn()),
+        )
+        .await;
         let h = self.seen(r)?;
         Ok(record::snapshot(job_id, &h))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
         let k = self.keys();
-        let r: redis::RedisResult<(i64, String)> = self
-            .inner
-            .scripts
-            .cancel
-            .key(k.job(job_id))
-            .key(k.listeners(job_id))
-            .key(k.active())
-            .key(k.ended())
-            .key(k.open())
-            .key(k.delayed())
-            .key(k.ends())
-            .arg(job_id)
-            .arg(now_ms())
-            .arg(k.inbox_prefix())
-            .arg(k.ready_prefix())
-            .arg(k.control_prefix())
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<(i64, String)> = bounded(
+            self.inner
+                .scripts
+                .cancel
+                .key(k.job(job_id))
+                .key(k.listeners(job_id))
+                .key(k.active())
+                .key(k.ended())
+                .key(k.open())
+                .key(k.delayed())
+                .key(k.ends())
+                .arg(job_id)
+                .arg(now_ms())
+                .arg(k.inbox_prefix())
+                .arg(k.ready_prefix())
+                .arg(k.control_prefix())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         let (code, state) = self.seen(r)?;
         if code < 0 {
             return Ok(None);
@@ -467,7 +486,7 @@ impl JobQueue for RedisBackend {
                 .arg(k.job_prefix())
                 .arg(methods.len());
             let r: redis::RedisResult<Vec<(String, String, String, u32, u32, String, String)>> =
-                inv.invoke_async(&mut self.conn()).await;
+                bounded(inv.invoke_async(&mut self.conn())).await;
             let rows = self.seen(r)?;
             if !rows.is_empty() {
                 let mut out = Vec::with_capacity(rows.len());
@@ -512,7 +531,7 @@ impl JobQueue for RedisBackend {
         for l in leases {
             inv.arg(&l.job_id).arg(&l.token);
         }
-        let r: redis::RedisResult<Vec<String>> = inv.invoke_async(&mut self.conn()).await;
+        let r: redis::RedisResult<Vec<String>> = bounded(inv.invoke_async(&mut self.conn())).await;
         let lost = self.seen(r)?;
         let mut running = self.inner.running.lock();
         for id in &lost {
@@ -525,18 +544,19 @@ impl JobQueue for RedisBackend {
 
     async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .progress
-            .key(k.job(&lease.job_id))
-            .key(k.listeners(&lease.job_id))
-            .arg(&lease.token)
-            .arg(progress.get())
-            .arg(&lease.job_id)
-            .arg(k.inbox_prefix())
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<i64> = bounded(
+            self.inner
+                .scripts
+                .progress
+                .key(k.job(&lease.job_id))
+                .key(k.listeners(&lease.job_id))
+                .arg(&lease.token)
+                .arg(progress.get())
+                .arg(&lease.job_id)
+                .arg(k.inbox_prefix())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         match self.seen(r)? {
             1 => Ok(()),
             _ => Err(Error::LeaseLost(lease.job_id.clone())),
@@ -545,23 +565,24 @@ impl JobQueue for RedisBackend {
 
     async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .complete
-            .key(k.job(&lease.job_id))
-            .key(k.listeners(&lease.job_id))
-            .key(k.active())
-            .key(k.ended())
-            .key(k.open())
-            .key(k.ends())
-            .arg(&lease.token)
-            .arg(result.get())
-            .arg(now_ms())
-            .arg(&lease.job_id)
-            .arg(k.inbox_prefix())
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<i64> = bounded(
+            self.inner
+                .scripts
+                .complete
+                .key(k.job(&lease.job_id))
+                .key(k.listeners(&lease.job_id))
+                .key(k.active())
+                .key(k.ended())
+                .key(k.open())
+                .key(k.ends())
+                .arg(&lease.token)
+                .arg(result.get())
+                .arg(now_ms())
+                .arg(&lease.job_id)
+                .arg(k.inbox_prefix())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         self.inner.running.lock().remove(&lease.job_id);
         match self.seen(r)? {
             1 => Ok(()),
@@ -579,30 +600,31 @@ impl JobQueue for RedisBackend {
             AttemptFailure::Error { message, retryable } => ("error", message, retryable),
             AttemptFailure::TimedOut => ("timeout", String::new(), true),
         };
-        let r: redis::RedisResult<(i64, u64)> = self
-            .inner
-            .scripts
-            .fail
-            .key(k.job(&lease.job_id))
-            .key(k.listeners(&lease.job_id))
-            .key(k.active())
-            .key(k.ended())
-            .key(k.open())
-            .key(k.delayed())
-            .key(k.ready(&method))
-            .key(k.seq())
-            .key(k.mark(&method))
-            .key(k.ends())
-            .arg(&lease.token)
-            .arg(kind)
-            .arg(message)
-            .arg(if retryable { 1 } else { 0 })
-            .arg(now_ms())
-            .arg(fastrand::f64())
-            .arg(&lease.job_id)
-            .arg(k.inbox_prefix())
-            .invoke_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<(i64, u64)> = bounded(
+            self.inner
+                .scripts
+                .fail
+                .key(k.job(&lease.job_id))
+                .key(k.listeners(&lease.job_id))
+                .key(k.active())
+                .key(k.ended())
+                .key(k.open())
+                .key(k.delayed())
+                .key(k.ready(&method))
+                .key(k.seq())
+                .key(k.mark(&method))
+                .key(k.ends())
+                .arg(&lease.token)
+                .arg(kind)
+                .arg(message)
+                .arg(if retryable { 1 } else { 0 })
+                .arg(now_ms())
+                .arg(fastrand::f64())
+                .arg(&lease.job_id)
+                .arg(k.inbox_prefix())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
         self.inner.running.lock().remove(&lease.job_id);
         match self.seen(r)? {
             (1, at_ms) => Ok(FailOutcome::Retrying { at_ms }),
@@ -616,63 +638,67 @@ impl JobQueue for RedisBackend {
         let methods =
             serde_json::to_string(&worker.methods).map_err(|e| Error::Storage(e.to_string()))?;
         let ttl = worker.ttl.as_millis() as u64;
-        let r: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(k.worker_methods(&worker.worker_id))
-            .arg(methods)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .cmd("ZADD")
-            .arg(k.workers())
-            .arg(now_ms() + ttl)
-            .arg(&worker.worker_id)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<()> = bounded(
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(k.worker_methods(&worker.worker_id))
+                .arg(methods)
+                .arg("PX")
+                .arg(ttl)
+                .ignore()
+                .cmd("ZADD")
+                .arg(k.workers())
+                .arg(now_ms() + ttl)
+                .arg(&worker.worker_id)
+                .ignore()
+                .query_async(&mut self.conn()),
+        )
+        .await;
         self.seen(r)
     }
 
     async fn withdraw(&self, worker_id: &str) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(k.worker_methods(worker_id))
-            .ignore()
-            .cmd("ZREM")
-            .arg(k.workers())
-            .arg(worker_id)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<()> = bounded(
+            redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(k.worker_methods(worker_id))
+                .ignore()
+                .cmd("ZREM")
+                .arg(k.workers())
+                .arg(worker_id)
+                .ignore()
+                .query_async(&mut self.conn()),
+        )
+        .await;
         self.seen(r)
     }
 
     async fn methods(&self) -> Result<Vec<MethodInfo>> {
         let k = self.keys();
-        let r: redis::RedisResult<((), Vec<String>)> = redis::pipe()
-            .atomic()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(k.workers())
-            .arg("-inf")
-            .arg(now_ms())
-            .cmd("ZRANGE")
-            .arg(k.workers())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<((), Vec<String>)> = bounded(
+            redis::pipe()
+                .atomic()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(k.workers())
+                .arg("-inf")
+                .arg(now_ms())
+                .cmd("ZRANGE")
+                .arg(k.workers())
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn()),
+        )
+        .await;
         let (_, workers) = self.seen(r)?;
         if workers.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = workers.iter().map(|w| k.worker_methods(w)).collect();
-        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<Vec<Option<String>>> =
+            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut self.conn())).await;
         let mut by_name = BTreeMap::new();
         for list in self.seen(r)?.into_iter().flatten() {
             for m in serde_json::from_str::<Vec<MethodInfo>>(&list).unwrap_or_default() {
@@ -684,17 +710,19 @@ impl JobQueue for RedisBackend {
 
     async fn counts(&self) -> Result<QueueCounts> {
         let k = self.keys();
-        let r: redis::RedisResult<(Option<u64>, u64, u64, HashMap<String, i64>)> = redis::pipe()
-            .cmd("GET")
-            .arg(k.open())
-            .cmd("ZCARD")
-            .arg(k.delayed())
-            .cmd("ZCARD")
-            .arg(k.active())
-            .cmd("HGETALL")
-            .arg(k.ends())
-            .query_async(&mut self.conn())
-            .await;
+        let r: redis::RedisResult<(Option<u64>, u64, u64, HashMap<String, i64>)> = bounded(
+            redis::pipe()
+                .cmd("GET")
+                .arg(k.open())
+                .cmd("ZCARD")
+                .arg(k.delayed())
+                .cmd("ZCARD")
+                .arg(k.active())
+                .cmd("HGETALL")
+                .arg(k.ends())
+                .query_async(&mut self.conn()),
+        )
+        .await;
         let (open, delayed, active, ends) = self.seen(r)?;
         let end = |s: &str| ends.get(s).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueCounts {
@@ -728,11 +756,13 @@ impl Bus for RedisBackend {
         let payload = format!("{origin}\n{}", data.get());
         let mut conn = self.conn();
         tokio::spawn(async move {
-            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async(&mut conn)
-                .await;
+            let r: redis::RedisResult<i64> = bounded(
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async(&mut conn),
+            )
+            .await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "topic publish failed");
             }

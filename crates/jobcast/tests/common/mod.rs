@@ -36,7 +36,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     /// The worker (Redis mode).
-    pub worker: Option<Child>,
+    pub worker: Option<Proc>,
     /// The Redis server (Redis mode).
     pub redis: Option<jobcast_redis::testing::RedisServer>,
     _tmp: Option<tempfile::TempDir>,
@@ -201,15 +201,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(w) = &mut self.worker {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
+    }
+}
+
+/// A child process that is killed when dropped, so a failing test leaves no orphan.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
 /// Starts `jobcast worker` on `redis_url`.
-pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Child {
+pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
         .args(["worker", "--redis", redis_url])
         .args(flags)
@@ -220,7 +238,7 @@ pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Child {
         .unwrap();
     let b = banner(&mut child);
     assert!(b.starts_with("jobcast worker"), "{b}");
-    child
+    Proc(child)
 }
 
 /// Waits until a worker has announced its methods in Redis.
@@ -326,6 +344,22 @@ impl Ws {
         id
     }
 
+    /// The responses (not notifications) to several requests, which may arrive in any
+    /// order, returned in the order of `ids`.
+    pub async fn responses(&mut self, ids: &[&Value]) -> Vec<Value> {
+        let mut got: Vec<Option<Value>> = vec![None; ids.len()];
+        while got.iter().any(Option::is_none) {
+            let v = self.recv().await;
+            if v.get("method").is_some() {
+                continue;
+            }
+            if let Some(i) = ids.iter().position(|id| v["id"] == **id) {
+                got[i] = Some(v);
+            }
+        }
+        got.into_iter().flatten().collect()
+    }
+
     /// The final response for request `id`.
     pub async fn final_for(&mut self, id: &Value) -> Value {
         self.recv_until(|v| v["id"] == *id && v.get("method").is_none())
@@ -413,4 +447,21 @@ pub fn jobcast(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `GET path` over plain HTTP; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
 }
