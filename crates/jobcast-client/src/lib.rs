@@ -163,10 +163,26 @@ impl Client {
             .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
         let auth = http::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(ClientError::Connect(format!(
+                "{url}: only ws:// URLs are supported"
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Connect(format!("{url}: no host")))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(80)))
+            .await
+            .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
+        // Requests are small frames that must leave at once (no Nagle delay).
+        tcp.set_nodelay(true)
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         let (mut ws, _) = ClientBuilder::from_uri(uri)
             .add_header(http::header::AUTHORIZATION, auth)
             .map_err(|e| ClientError::Connect(e.to_string()))?
-            .connect()
+            .connect_on(tcp)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let welcome = loop {

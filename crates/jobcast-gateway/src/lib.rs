@@ -145,6 +145,13 @@ impl Gateway {
         let app = self.router();
         let gw = self.clone();
         let stop2 = stop.clone();
+        // Frames are small and latency matters: without TCP_NODELAY, a final response written
+        // right after `job.accepted` waits for the peer's delayed ACK (about 40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
