@@ -1,7 +1,9 @@
 //! The `jobcast` binary: `serve` (everything in one process on the embedded store), `gateway`
 //! and `worker` (the distributed deployment on Redis), `token` (mint a dev token) and `call`
-//! (call a method from the command line).
+//! (call a method from the command line) and `bench` (load generators for any server that
+//! speaks the protocol).
 
+mod bench;
 mod call;
 mod distributed;
 mod gateway;
@@ -30,6 +32,8 @@ enum Command {
     Token(settings::TokenArgs),
     /// Call a method, show its progress on stderr and print the result on stdout.
     Call(call::CallArgs),
+    /// Load generators: drive any server speaking the protocol and report rates and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
             .map(|()| 0),
         Command::Token(a) => settings::token(a).map(|()| 0),
         Command::Call(a) => runtime().and_then(|rt| rt.block_on(call::run(a))),
+        Command::Bench(a) => runtime().and_then(|rt| rt.block_on(bench::run(a))),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -2,18 +2,30 @@
 //!
 //! `text.wordcount` takes `{"text": "...", "top": 3}`, declares a JSON Schema for its params
 //! (so a gateway refuses bad calls with -32602 before a job exists), reports progress while
-//! it works, and returns the most frequent words. This binary runs it in one process with the
-//! embedded store and a gateway, like `jobcast serve` does for the demo methods:
+//! it works, and returns the most frequent words. The same worker runs two ways:
+//!
+//! **In one process** with the embedded store and a gateway, like `jobcast serve` does for the
+//! demo methods:
 //!
 //! ```sh
 //! cargo run -p custom-worker -- 127.0.0.1:8090
 //! # prints the address and a token; then, from another shell:
 //! jobcast call text.wordcount '{"text":"a b a c a b"}' --url ws://127.0.0.1:8090/ws --token TOKEN
 //! ```
+//!
+//! **As a worker process on Redis**, beside any number of `jobcast gateway`s and other
+//! workers (it announces `text.wordcount`, so every gateway accepts calls to it):
+//!
+//! ```sh
+//! jobcast gateway --redis redis://127.0.0.1:6379 --jwt-secret s3cret &
+//! cargo run -p custom-worker -- --redis redis://127.0.0.1:6379
+//! JWT_SECRET=s3cret jobcast call text.wordcount '{"text":"a b a c a b"}'
+//! ```
 
 use jobcast_core::{Bus, JobQueue};
 use jobcast_embedded::{Embedded, EmbeddedConfig};
 use jobcast_gateway::{Gateway, GatewayConfig, auth::AuthConfig};
+use jobcast_redis::{RedisBackend, RedisConfig};
 use jobcast_worker::{Context, HandlerError, WorkerBuilder};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,9 +81,34 @@ fn worker() -> WorkerBuilder {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8090".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [flag, url] if flag == "--redis" => on_redis(url).await,
+        [] => in_one_process("127.0.0.1:8090").await,
+        [listen] => in_one_process(listen).await,
+        _ => anyhow::bail!("usage: custom-worker [LISTEN_ADDR] | custom-worker --redis URL"),
+    }
+}
+
+/// Runs only the worker, taking `text.wordcount` jobs from the queue in Redis.
+async fn on_redis(url: &str) -> anyhow::Result<()> {
+    let backend = RedisBackend::connect(RedisConfig::new(url)).await?;
+    let worker = worker().concurrency(8).build(Arc::new(backend.clone()));
+    println!("worker {} serving text.wordcount on {url}", worker.id());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s.cancel();
+    });
+    // On Ctrl-C: stop claiming, let running jobs finish, then return.
+    worker.run(stop).await;
+    backend.shutdown();
+    Ok(())
+}
+
+/// Runs the worker, the embedded store and a gateway on `listen`, in this process.
+async fn in_one_process(listen: &str) -> anyhow::Result<()> {
     let data = tempdir_path();
     let store = Embedded::open(EmbeddedConfig::new(data.join("jobs.redb")))?;
     let queue: Arc<dyn JobQueue> = Arc::new(store.clone());
@@ -96,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         queue,
         bus,
     )?;
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     println!(
         "listening on ws://{}/ws token {token}",
         listener.local_addr()?

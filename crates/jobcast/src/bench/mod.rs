@@ -1,0 +1,67 @@
+//! `jobcast bench`: load generators that drive any server speaking the protocol (jobcast or
+//! the reference), each printing a human summary and one JSON line.
+//!
+//! - `rpc`: job calls, closed loop (C connections × W in flight) or open loop (a fixed total
+//!   rate, latency measured from each call's scheduled send time).
+
+mod conn;
+mod report;
+mod rpc;
+
+use crate::settings::SecretArgs;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+/// Flags of `jobcast bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// The load to run.
+#[derive(Subcommand, Debug)]
+pub enum Mode {
+    /// Job calls: completed/s, ack and completion latency percentiles, errors, losses.
+    Rpc(rpc::RpcArgs),
+}
+
+/// How to reach and authenticate to the server under test (shared by every mode).
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// WebSocket URL of the server under test.
+    #[arg(long, env = "JOBCAST_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Token to connect with (sent as `?token=`); when absent one is minted per user with the
+    /// configured secret.
+    #[arg(long, env = "JOBCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+impl Target {
+    /// The URL to connect with as `user` (token in the query string, which every server
+    /// speaking the protocol accepts).
+    pub fn url_for(&self, user: &str) -> anyhow::Result<String> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let secret = self.secret.existing()?.context(
+                    "no token: pass --token, or a secret (--jwt-secret, JWT_SECRET, or --data-dir of the server)",
+                )?;
+                jobcast_gateway::auth::mint(&secret, user, 24 * 3600, None)
+                    .map_err(anyhow::Error::msg)?
+            }
+        };
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{sep}token={token}", self.url))
+    }
+}
+
+/// Runs `bench`; returns the exit code (1 when requests were lost or failed to connect).
+pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+    match args.mode {
+        Mode::Rpc(a) => rpc::run(a).await,
+    }
+}

@@ -1,0 +1,373 @@
+//! `jobcast bench rpc`: job calls over many connections.
+//!
+//! Closed loop (default): every connection keeps `--inflight` calls outstanding and sends the
+//! next as soon as one finishes. Open loop (`--rate`): calls are sent on a fixed schedule
+//! spread evenly over the connections whatever the server does, and latency is measured from
+//! each call's *scheduled* time, so a stalled server shows as latency rather than being hidden
+//! by a slower send rate.
+//!
+//! Ack latency is to `job.accepted`; completion latency is to the final response. Calls sent
+//! during the warm-up are run but not measured. A call with no final response `--drain` after
+//! the run is counted lost.
+
+use super::{Target, conn, report};
+use crate::settings::parse_duration;
+use anyhow::Context;
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::{Value, json, value::RawValue};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+use tokio::time::{Instant, sleep_until};
+use tokio_websockets::Message;
+
+/// Flags of `jobcast bench rpc`.
+#[derive(Args, Debug)]
+pub struct RpcArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    pub connections: usize,
+    /// Calls in flight per connection (closed loop).
+    #[arg(short = 'w', long, default_value_t = 10)]
+    pub inflight: usize,
+    /// Open loop: total calls per second over all connections.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured run length.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured load before the run.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Method to call.
+    #[arg(long, default_value = "demo.echo")]
+    pub method: String,
+    /// Params (JSON), sent with every call.
+    #[arg(long, default_value = "{}")]
+    pub params: String,
+    /// After the run, how long to wait for outstanding calls before counting them lost.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Distinct users the connections are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub users: usize,
+    /// Print only the JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// When each phase begins, shared by every connection.
+#[derive(Clone, Copy)]
+struct Plan {
+    start: Instant,
+    measure_from: Instant,
+    stop: Instant,
+    give_up: Instant,
+    /// Open loop: this connection's first send and the time between its sends.
+    schedule: Option<(Instant, Duration)>,
+    inflight: usize,
+}
+
+struct Pending {
+    /// Scheduled (open loop) or actual (closed loop) send time.
+    at: Instant,
+    acked: bool,
+}
+
+/// What one connection saw.
+struct Tally {
+    ack: Histogram<u64>,
+    done: Histogram<u64>,
+    sent: u64,
+    /// Successful final responses received inside the measured window.
+    completed: u64,
+    errors: BTreeMap<i64, u64>,
+    lost: u64,
+    disconnected: bool,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ack: report::histogram(),
+            done: report::histogram(),
+            sent: 0,
+            completed: 0,
+            errors: BTreeMap::new(),
+            lost: 0,
+            disconnected: false,
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        // Both histograms share the same bounds, so adding cannot fail.
+        let _ = self.ack.add(&o.ack);
+        let _ = self.done.add(&o.done);
+        self.sent += o.sent;
+        self.completed += o.completed;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.lost += o.lost;
+        self.disconnected |= o.disconnected;
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<ErrorCode>,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: i64,
+}
+
+#[derive(Deserialize)]
+struct Accepted<'a> {
+    #[serde(borrow, rename = "requestId")]
+    request_id: Option<&'a RawValue>,
+}
+
+fn numeric_id(raw: Option<&RawValue>) -> Option<u64> {
+    raw.and_then(|r| r.get().parse().ok())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Runs the load; returns the exit code (1 when calls were lost or connections dropped).
+pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.inflight > 0, "--inflight must be at least 1");
+    if let Some(r) = args.rate {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
+    }
+    let params: Box<RawValue> =
+        serde_json::from_str(&args.params).context("--params must be JSON")?;
+    let method = serde_json::to_string(&args.method)?;
+    let users = args.users.max(1);
+    let mut urls = Vec::with_capacity(users);
+    for u in 0..users {
+        urls.push(args.target.url_for(&format!("bench-{u}"))?);
+    }
+
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..args.connections {
+        let url = urls[i % users].clone();
+        connecting.spawn(async move { (i, conn::connect(&url, Duration::from_secs(30)).await) });
+    }
+    let mut conns = Vec::with_capacity(args.connections);
+    while let Some(r) = connecting.join_next().await {
+        let (i, ws) = r?;
+        conns.push((i, ws.with_context(|| format!("connection {i}"))?));
+    }
+
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let stop = measure_from + args.duration;
+    let give_up = stop + args.drain;
+    let mut running = tokio::task::JoinSet::new();
+    for (i, ws) in conns {
+        let schedule = args.rate.map(|rate| {
+            let period = Duration::from_secs_f64(args.connections as f64 / rate);
+            (
+                start + period.mul_f64(i as f64 / args.connections as f64),
+                period,
+            )
+        });
+        let plan = Plan {
+            start,
+            measure_from,
+            stop,
+            give_up,
+            schedule,
+            inflight: args.inflight,
+        };
+        let prefix = format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{params},"id":"#);
+        running.spawn(drive(ws, plan, prefix));
+    }
+    let mut total = Tally::new();
+    while let Some(t) = running.join_next().await {
+        total.merge(t?);
+    }
+
+    let secs = args.duration.as_secs_f64();
+    let summary = json!({
+        "mode": "rpc",
+        "url": args.target.url,
+        "method": args.method,
+        "loop": if args.rate.is_some() { "open" } else { "closed" },
+        "connections": args.connections,
+        "inflight": if args.rate.is_some() { Value::Null } else { json!(args.inflight) },
+        "rate": args.rate,
+        "durationS": secs,
+        "sent": total.sent,
+        "completed": total.completed,
+        "completedPerSec": (total.completed as f64 / secs).round(),
+        "errors": total.errors.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "lost": total.lost,
+        "disconnected": total.disconnected,
+        "ackMs": report::percentiles(&total.ack),
+        "completionMs": report::percentiles(&total.done),
+    });
+    if !args.json {
+        let shape = match args.rate {
+            Some(r) => format!(
+                "open loop at {r} calls/s over {} connections",
+                args.connections
+            ),
+            None => format!(
+                "closed loop, {} connections × {} in flight",
+                args.connections, args.inflight
+            ),
+        };
+        println!(
+            "bench rpc {} on {}: {shape}, {secs}s measured after {:?} warm-up",
+            args.method, args.target.url, args.warmup
+        );
+        let errors = if total.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{:?}", total.errors)
+        };
+        println!(
+            "completed   {} ({:.0}/s)   sent {}   errors {errors}   lost {}{}",
+            total.completed,
+            total.completed as f64 / secs,
+            total.sent,
+            total.lost,
+            if total.disconnected {
+                "   CONNECTIONS DROPPED"
+            } else {
+                ""
+            }
+        );
+        println!("{}", report::line("ack", &total.ack));
+        println!("{}", report::line("completion", &total.done));
+    }
+    println!("{summary}");
+    Ok(if total.lost > 0 || total.disconnected {
+        1
+    } else {
+        0
+    })
+}
+
+/// Drives one connection through the plan.
+async fn drive(mut ws: conn::Ws, plan: Plan, prefix: String) -> Tally {
+    let mut t = Tally::new();
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut next_id: u64 = 0;
+    let mut next_at = plan.schedule.map(|(first, _)| first);
+    sleep_until(plan.start).await;
+
+    let send = |id: u64| Message::text(format!("{prefix}{id}}}"));
+    if plan.schedule.is_none() {
+        for _ in 0..plan.inflight {
+            next_id += 1;
+            pending.insert(
+                next_id,
+                Pending {
+                    at: Instant::now(),
+                    acked: false,
+                },
+            );
+            if ws.send(send(next_id)).await.is_err() {
+                t.disconnected = true;
+                break;
+            }
+            t.sent += 1;
+        }
+    }
+    while !t.disconnected {
+        let now = Instant::now();
+        if now >= plan.stop && pending.is_empty() {
+            break;
+        }
+        let due = next_at.filter(|at| *at < plan.stop);
+        tokio::select! {
+            biased;
+            m = ws.next() => {
+                let text = match m {
+                    Some(Ok(m)) if m.is_text() => m,
+                    Some(Ok(m)) if !m.is_close() => continue,
+                    _ => { t.disconnected = true; break; }
+                };
+                let Some(text) = text.as_text() else { continue };
+                let Ok(frame) = serde_json::from_str::<Incoming>(text) else { continue };
+                let now = Instant::now();
+                match frame.method.as_deref() {
+                    Some("job.accepted") => {
+                        let id = frame
+                            .params
+                            .and_then(|p| serde_json::from_str::<Accepted>(p.get()).ok())
+                            .and_then(|a| numeric_id(a.request_id));
+                        if let Some(p) = id.and_then(|id| pending.get_mut(&id)) {
+                            if !p.acked && p.at >= plan.measure_from {
+                                let _ = t.ack.record(micros(now - p.at));
+                            }
+                            p.acked = true;
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        let Some(p) = numeric_id(frame.id).and_then(|id| pending.remove(&id)) else {
+                            continue;
+                        };
+                        if p.at >= plan.measure_from {
+                            let _ = t.done.record(micros(now - p.at));
+                        }
+                        match frame.error {
+                            Some(e) => *t.errors.entry(e.code).or_default() += 1,
+                            None if now >= plan.measure_from && now < plan.stop => t.completed += 1,
+                            None => {}
+                        }
+                        if plan.schedule.is_none() && now < plan.stop {
+                            next_id += 1;
+                            pending.insert(next_id, Pending { at: now, acked: false });
+                            if ws.send(send(next_id)).await.is_err() {
+                                t.disconnected = true;
+                            } else {
+                                t.sent += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(due.unwrap_or(plan.give_up)), if due.is_some() => {
+                let (at, period) = match (due, plan.schedule) {
+                    (Some(at), Some((_, period))) => (at, period),
+                    _ => continue,
+                };
+                next_at = Some(at + period);
+                next_id += 1;
+                pending.insert(next_id, Pending { at, acked: false });
+                if ws.send(send(next_id)).await.is_err() {
+                    t.disconnected = true;
+                } else {
+                    t.sent += 1;
+                }
+            }
+            _ = sleep_until(plan.give_up) => break,
+        }
+    }
+    t.lost = pending.len() as u64;
+    let _ = ws.close().await;
+    t
+}

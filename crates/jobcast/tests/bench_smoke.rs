@@ -1,0 +1,97 @@
+//! `jobcast bench` as a smoke test: each mode runs for about a second against real servers
+//! (embedded and Redis) and must finish every call it sent. Rates and latencies are printed,
+//! never asserted: performance is measured by running the bench, not by tests.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Runs `jobcast bench ARGS --json` and returns its exit code and JSON summary line.
+fn bench(args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (code, out, err) = jobcast(&all);
+    let line = out.lines().last().unwrap_or_default();
+    let v = serde_json::from_str(line).unwrap_or(Value::Null);
+    (code, v, err)
+}
+
+fn check_complete(v: &Value, err: &str) {
+    eprintln!("{v}");
+    assert!(v["completed"].as_u64().unwrap_or(0) > 0, "{v} {err}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["disconnected"], false, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    // Every measured call was acknowledged and finished.
+    assert_eq!(v["ackMs"]["count"], v["completionMs"]["count"], "{v}");
+}
+
+async fn rpc_modes(backend: Backend) {
+    let s = Server::start_on(backend, &[]);
+    let url = format!("ws://{}/ws", s.addr);
+    let common = ["--url", url.as_str(), "--jwt-secret", SECRET];
+    let closed = [
+        "rpc", "-c", "4", "-w", "8", "-d", "1s", "--warmup", "200ms", "--users", "2",
+    ];
+    let (code, v, err) = bench(&[&closed[..], &common[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["loop"], "closed");
+    check_complete(&v, &err);
+
+    let open = [
+        "rpc", "-c", "4", "--rate", "200", "-d", "1s", "--warmup", "200ms",
+    ];
+    let (code, v, err) = bench(&[&open[..], &common[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["loop"], "open");
+    check_complete(&v, &err);
+    // The open loop sends on its schedule whatever the server does: 200/s for 1.2 s.
+    let sent = v["sent"].as_u64().unwrap_or(0);
+    assert!((230..=250).contains(&sent), "{v}");
+}
+
+#[tokio::test]
+async fn bench_rpc_on_embedded() {
+    rpc_modes(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn bench_rpc_on_redis() {
+    rpc_modes(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn bench_refuses_bad_input() {
+    let s = Server::start(&[]);
+    let url = format!("ws://{}/ws", s.addr);
+    let (code, _, err) = jobcast(&[
+        "bench",
+        "rpc",
+        "--url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--params",
+        "{nope",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--params must be JSON"), "{err}");
+    // A token the server refuses: the connection error is reported, not a hang.
+    let (code, _, err) = jobcast(&[
+        "bench",
+        "rpc",
+        "--url",
+        &url,
+        "--jwt-secret",
+        "wrong",
+        "-d",
+        "1s",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("connection 0") || err.contains("connection"),
+        "{err}"
+    );
+}
