@@ -19,6 +19,18 @@
 //!
 //! Channels: `{q}:inbox:<gateway>` (job events for that gateway), `{q}:ctl:<worker>` (cancel
 //! and lease-lost signals for that worker), `{q}:t:<topic>` (topic messages).
+//!
+//! Nothing grows without bound:
+//! - Jobs not yet ended (`ready`, `delayed`, `active`, and their hashes) are capped by
+//!   `max_open_jobs` (`{q}:open`): past it, enqueue refuses (-32005 to the caller).
+//! - Ended jobs — results, and failed jobs kept as dead letters — sit in `{q}:ended` and are
+//!   deleted with their listener set by the `tick` script once older than the retention period
+//!   (in batches, every tick of every worker).
+//! - A listener set holds at most one id per gateway; a marker list holds at most one element
+//!   (`LTRIM 0 0` after every `LPUSH`).
+//! - `{q}:workers` entries past their expiry are removed whenever the method list is read;
+//!   `{q}:wm:<worker>` keys carry a TTL.
+//! - Channels hold nothing: a message to a gateway that is gone is dropped by Redis.
 
 /// The key builder of one queue.
 #[derive(Debug, Clone)]
