@@ -86,9 +86,9 @@ pub trait Bus: Send + Sync + 'static {
     /// topics it subscribed to, arrive on the returned channel.
     fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>>;
 
-    /// Publishes a topic message to the other gateways subscribed to `topic` (the publishing
-    /// gateway delivers to its own connections itself).
-    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()>;
+    /// Publishes `frame` (a complete outbound frame) to the other gateways subscribed to
+    /// `topic`; the publishing gateway `origin` delivers to its own connections itself.
+    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()>;
 
     /// Starts receiving `topic` in the inbox of `gateway_id`.
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()>;

@@ -295,17 +295,23 @@ impl JobEvent {
     }
 }
 
+/// The topic every gateway subscribes to for pushes to every connection (`POST
+/// /v1/broadcast`). Not a valid topic name for clients.
+pub const BROADCAST_TOPIC: &str = "*";
+
 /// A message arriving at a gateway's inbox.
 #[derive(Debug, Clone)]
 pub enum Inbound {
     /// An event of a job the gateway listens to.
     Job(JobEvent),
-    /// A topic message published elsewhere.
+    /// A frame published to a topic elsewhere, serialized once by the publisher: a
+    /// `topic.message`, or a notification pushed to a `user:` topic or to every connection
+    /// ([`BROADCAST_TOPIC`]).
     Topic {
         /// The topic.
         topic: String,
-        /// The data.
-        data: Box<RawValue>,
+        /// The complete outbound frame.
+        frame: bytes::Bytes,
     },
 }
 

@@ -345,7 +345,7 @@ impl Bus for Embedded {
         Ok(rx)
     }
 
-    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()> {
+    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()> {
         let topics = self.inner.topics.lock();
         let Some(gateways) = topics.get(topic) else {
             return Ok(());
@@ -355,7 +355,7 @@ impl Bus for Embedded {
             if let Some(tx) = inboxes.get(gw) {
                 let _ = tx.send(Inbound::Topic {
                     topic: topic.to_owned(),
-                    data: data.to_owned(),
+                    frame: frame.clone(),
                 });
             }
         }

@@ -9,13 +9,12 @@
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use jobcast_core::{JobEvent, Outcome};
+use jobcast_core::{BROADCAST_TOPIC, JobEvent, Outcome};
 use jobcast_protocol::{
     CloseCode, RequestId,
     outbound::{self, ErrorObject},
 };
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 use std::{
     collections::HashSet,
     sync::{
@@ -70,6 +69,9 @@ impl Conn {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.kill.is_cancelled() {
+                    metrics::counter!("jobcast_slow_consumer_disconnects_total").increment(1);
+                }
                 self.close(CloseCode::PolicyViolation, "slow consumer");
                 false
             }
@@ -100,6 +102,8 @@ impl Conn {
 struct Attachment {
     conn: Arc<Conn>,
     request_id: Option<RequestId>,
+    /// When the job call arrived (attachments made by a call, not by `rpc.attach`).
+    called_at: Option<std::time::Instant>,
     /// `Some` while held: frames wait here, with whether the job ended.
     held: Option<(Vec<Bytes>, bool)>,
 }
@@ -185,8 +189,15 @@ impl Hub {
         self.conns.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// Attaches `conn` to `job_id`, held until [`Hub::release`].
-    pub fn attach(&self, job_id: &str, conn: &Arc<Conn>, request_id: Option<RequestId>) -> Attach {
+    /// Attaches `conn` to `job_id`, held until [`Hub::release`]. `called_at` is when the job
+    /// call arrived, for the submit-to-response latency (`None` for `rpc.attach`).
+    pub fn attach(
+        &self,
+        job_id: &str,
+        conn: &Arc<Conn>,
+        request_id: Option<RequestId>,
+        called_at: Option<std::time::Instant>,
+    ) -> Attach {
         let mut list = self.jobs.entry(job_id.to_owned()).or_default();
         if list.iter().any(|a| a.conn.id == conn.id) {
             return Attach::Existing;
@@ -194,6 +205,7 @@ impl Hub {
         list.push(Attachment {
             conn: conn.clone(),
             request_id,
+            called_at,
             held: Some((Vec::new(), false)),
         });
         conn.jobs.lock().insert(job_id.to_owned());
@@ -281,6 +293,10 @@ impl Hub {
                     f
                 }
             };
+            if finished && let Some(t) = a.called_at {
+                metrics::histogram!("jobcast_job_submit_to_response_seconds")
+                    .record(t.elapsed().as_secs_f64());
+            }
             match &mut a.held {
                 Some((frames, ended)) => {
                     frames.push(frame);
@@ -332,12 +348,19 @@ impl Hub {
         self.topics.remove_if(topic, |_, l| l.is_empty()).is_some()
     }
 
-    /// Delivers a topic message to local subscribers; returns how many got it.
-    pub fn publish_local(&self, topic: &str, data: &RawValue) -> usize {
+    /// Delivers a frame published to `topic` to the local subscribers (to every connection
+    /// for [`BROADCAST_TOPIC`]); returns how many got it.
+    pub fn deliver(&self, topic: &str, frame: &Bytes) -> usize {
+        if topic == BROADCAST_TOPIC {
+            return self
+                .conns
+                .iter()
+                .filter(|c| c.value().send(frame.clone()))
+                .count();
+        }
         let Some(list) = self.topics.get(topic) else {
             return 0;
         };
-        let frame = Bytes::from(outbound::topic_message(topic, data));
         list.iter().filter(|c| c.send(frame.clone())).count()
     }
 

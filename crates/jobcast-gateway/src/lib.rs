@@ -10,13 +10,17 @@
 pub mod auth;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod registry;
 mod rpc;
 mod session;
+mod submit;
 
 use auth::AuthConfig;
-use jobcast_core::{Bus, Inbound, JobQueue};
+use bytes::Bytes;
+use jobcast_core::{BROADCAST_TOPIC, Bus, Inbound, JobQueue};
 use jobcast_protocol::OptionLimits;
+use jobcast_protocol::outbound;
 use serde_json::value::RawValue;
 use std::{
     sync::{
@@ -103,6 +107,7 @@ impl Gateway {
         bus: Arc<dyn Bus>,
     ) -> jobcast_core::Result<Arc<Self>> {
         let mut inbox = bus.open_inbox(&config.server_id)?;
+        metrics::handle();
         let gw = Arc::new(Self {
             registry: registry::Registry::new(queue.clone()),
             config,
@@ -114,14 +119,17 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         });
+        // Pushes to every connection arrive as this topic, whether or not anyone subscribed.
+        gw.bus
+            .subscribe_topic(&gw.config.server_id, BROADCAST_TOPIC)?;
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
             while let Some(msg) = inbox.recv().await {
                 let Some(gw) = weak.upgrade() else { return };
                 match msg {
                     Inbound::Job(event) => gw.hub.dispatch(&event),
-                    Inbound::Topic { topic, data } => {
-                        gw.hub.publish_local(&topic, &data);
+                    Inbound::Topic { topic, frame } => {
+                        gw.hub.deliver(&topic, &frame);
                     }
                 }
             }
@@ -238,11 +246,17 @@ impl Gateway {
         }
     }
 
-    /// Publishes to a topic: local subscribers at once, other gateways through the bus.
-    /// Returns the number of local receivers.
+    /// Publishes `data` to a topic as `topic.message`: local subscribers at once, other
+    /// gateways through the bus. Returns the number of local receivers.
     pub fn publish(&self, topic: &str, data: &RawValue) -> usize {
-        let n = self.hub.publish_local(topic, data);
-        if let Err(e) = self.bus.publish_topic(&self.config.server_id, topic, data) {
+        self.push(topic, Bytes::from(outbound::topic_message(topic, data)))
+    }
+
+    /// Pushes a complete frame, serialized once, to every subscriber of `topic` on every
+    /// gateway (every connection for [`BROADCAST_TOPIC`]). Returns the local receivers.
+    pub fn push(&self, topic: &str, frame: Bytes) -> usize {
+        let n = self.hub.deliver(topic, &frame);
+        if let Err(e) = self.bus.publish_topic(&self.config.server_id, topic, frame) {
             tracing::warn!(topic, error = %e, "bus publish failed");
         }
         n

@@ -5,12 +5,12 @@ use crate::{
     Gateway,
     auth::Claims,
     hub::{Attach, Conn, final_frame},
-    registry::Check,
+    submit::{self, CallError, not_found, queue_error},
 };
 use bytes::Bytes;
-use jobcast_core::{Error as QueueError, JobSnapshot, NewJob, new_job_id, now_ms};
+use jobcast_core::{JobSnapshot, now_ms};
 use jobcast_protocol::{
-    ErrorCode, JobOptions, Request, RequestId, outbound, topics::validate_topic, validate_job_id,
+    ErrorCode, Request, RequestId, outbound, topics::validate_topic, validate_job_id,
 };
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
@@ -46,27 +46,6 @@ impl Reply {
     }
 }
 
-struct RpcError(ErrorCode, String);
-
-impl RpcError {
-    fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self(code, msg.into())
-    }
-}
-
-fn queue_error(e: QueueError) -> RpcError {
-    match e {
-        QueueError::QueueFull => RpcError::new(ErrorCode::Overloaded, "queue full; retry later"),
-        QueueError::Unavailable(_) => {
-            RpcError::new(ErrorCode::Overloaded, "backend unavailable; retry later")
-        }
-        other => {
-            tracing::error!(error = %other, "backend error");
-            RpcError::new(ErrorCode::Internal, "internal error")
-        }
-    }
-}
-
 /// Serves one request.
 pub async fn handle(cx: &ConnCtx, req: Request) -> Reply {
     let id = req.id.clone();
@@ -84,7 +63,7 @@ pub async fn handle(cx: &ConnCtx, req: Request) -> Reply {
             response: Some(outbound::result(&id, None, &*value)),
             release,
         },
-        Err(RpcError(code, msg)) => Reply::respond(outbound::simple_error(Some(&id), code, &msg)),
+        Err(CallError(code, msg)) => Reply::respond(outbound::simple_error(Some(&id), code, &msg)),
     }
 }
 
@@ -106,16 +85,16 @@ struct PublishParam {
     data: Option<Box<RawValue>>,
 }
 
-fn params<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, RpcError> {
+fn params<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, CallError> {
     serde_json::from_str(req.params_json())
-        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
+        .map_err(|e| CallError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
 }
 
 fn to_raw(v: serde_json::Value) -> Box<RawValue> {
     serde_json::value::to_raw_value(&v).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-type Builtin = Result<(Box<RawValue>, Option<(String, JobSnapshot)>), RpcError>;
+type Builtin = Result<(Box<RawValue>, Option<(String, JobSnapshot)>), CallError>;
 
 async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
     let gw = &cx.gw;
@@ -130,10 +109,12 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
         "rpc.attach" => {
             let p: JobParam = params(req)?;
             let first = owned_snapshot(cx, &p.job_id).await?;
-            let attach = gw.hub.attach(&p.job_id, &cx.conn, first.request_id.clone());
+            let attach = gw
+                .hub
+                .attach(&p.job_id, &cx.conn, first.request_id.clone(), None);
             if attach == Attach::Held && cx.conn.job_count() > gw.config.max_jobs_per_conn {
                 gw.hub.detach(&p.job_id, &cx.conn);
-                return Err(RpcError::new(
+                return Err(CallError::new(
                     ErrorCode::Overloaded,
                     "too many attached jobs on this connection",
                 ));
@@ -170,13 +151,13 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
             let p: TopicParam = params(req)?;
             check_topic(&p.topic)?;
             if !cx.claims.may_subscribe(&p.topic) {
-                return Err(RpcError::new(
+                return Err(CallError::new(
                     ErrorCode::Forbidden,
                     "forbidden: token does not allow this topic",
                 ));
             }
             if cx.conn.topic_count() >= gw.config.max_topics_per_conn {
-                return Err(RpcError::new(
+                return Err(CallError::new(
                     ErrorCode::Overloaded,
                     "too many topics on this connection",
                 ));
@@ -194,33 +175,30 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
             let p: PublishParam = params(req)?;
             check_topic(&p.topic)?;
             if !cx.claims.may_publish(&p.topic) {
-                return Err(RpcError::new(
+                return Err(CallError::new(
                     ErrorCode::Forbidden,
                     "forbidden: token does not allow publishing to this topic",
                 ));
             }
             let data = p.data.unwrap_or_else(|| RawValue::NULL.to_owned());
             let delivered = gw.publish(&p.topic, &data);
+            metrics::counter!("jobcast_topic_pushes_total", "source" => "ws").increment(1);
             plain(json!({"delivered": delivered}))
         }
         "rpc.methods" => {
             let methods = gw.registry.list().await;
             plain(json!({"methods": methods}))
         }
-        _ => Err(RpcError::new(
+        _ => Err(CallError::new(
             ErrorCode::MethodNotFound,
             format!("method not found: {}", req.method),
         )),
     }
 }
 
-fn not_found() -> RpcError {
-    RpcError::new(ErrorCode::JobNotFound, "job not found")
-}
-
-fn check_topic(topic: &str) -> Result<(), RpcError> {
+fn check_topic(topic: &str) -> Result<(), CallError> {
     validate_topic(topic)
-        .map_err(|m| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {m}")))
+        .map_err(|m| CallError::new(ErrorCode::InvalidParams, format!("invalid params: {m}")))
 }
 
 fn to_raw_snapshot(s: &JobSnapshot) -> Box<RawValue> {
@@ -228,7 +206,7 @@ fn to_raw_snapshot(s: &JobSnapshot) -> Box<RawValue> {
 }
 
 /// The snapshot of a job the caller owns; -32004 for unknown and foreign jobs alike.
-async fn owned_snapshot(cx: &ConnCtx, job_id: &str) -> Result<JobSnapshot, RpcError> {
+async fn owned_snapshot(cx: &ConnCtx, job_id: &str) -> Result<JobSnapshot, CallError> {
     if validate_job_id(job_id).is_err() {
         return Err(not_found());
     }
@@ -241,70 +219,68 @@ async fn owned_snapshot(cx: &ConnCtx, job_id: &str) -> Result<JobSnapshot, RpcEr
 /// A call of a job method.
 async fn job_call(cx: &ConnCtx, req: Request) -> Reply {
     let id = req.id.clone();
+    let method = req.method.clone();
     match start_job(cx, req).await {
-        Ok(reply) => reply,
-        Err(RpcError(code, msg)) => match id {
-            Some(id) => Reply::respond(outbound::simple_error(Some(&id), code, &msg)),
-            None => Reply::default(),
-        },
+        Ok((reply, outcome)) => {
+            count_call(method, outcome);
+            reply
+        }
+        Err(CallError(code, msg)) => {
+            // Names of methods nobody serves come from clients: keep them out of labels.
+            let method = if code == ErrorCode::MethodNotFound {
+                "unknown".to_owned()
+            } else {
+                method
+            };
+            count_call(method, code.code().to_string());
+            match id {
+                Some(id) => Reply::respond(outbound::simple_error(Some(&id), code, &msg)),
+                None => Reply::default(),
+            }
+        }
     }
 }
 
-async fn start_job(cx: &ConnCtx, req: Request) -> Result<Reply, RpcError> {
+fn count_call(method: String, outcome: impl Into<metrics::SharedString>) {
+    metrics::counter!("jobcast_job_calls_total", "method" => method, "outcome" => outcome.into())
+        .increment(1);
+}
+
+/// Starts a job; returns the reply and the outcome for metrics (`accepted`, `duplicate`).
+async fn start_job(cx: &ConnCtx, req: Request) -> Result<(Reply, &'static str), CallError> {
+    let called_at = std::time::Instant::now();
     let gw = &cx.gw;
-    if gw.is_draining() {
-        return Err(RpcError::new(
-            ErrorCode::Overloaded,
-            "server draining; retry on another server",
-        ));
-    }
     if !cx.claims.may_call(&req.method) {
-        return Err(RpcError::new(
+        return Err(CallError::new(
             ErrorCode::Forbidden,
             "forbidden: token does not allow this method",
         ));
     }
-    let options = JobOptions::parse(
-        req.options.as_deref().map(RawValue::get),
-        &gw.config.option_limits,
+    let job = submit::prepare(
+        gw,
+        submit::Call {
+            method: req.method,
+            params: req.params,
+            options: req.options,
+            job_id: req.job_id,
+            owner: cx.claims.sub.clone(),
+            request_id: req.id.clone(),
+        },
     )
-    .map_err(|m| RpcError::new(ErrorCode::InvalidRequest, m))?;
-    match gw.registry.check(&req.method, req.params_json()).await {
-        Check::Ok => {}
-        Check::NotFound => {
-            return Err(RpcError::new(
-                ErrorCode::MethodNotFound,
-                format!("method not found: {}", req.method),
-            ));
-        }
-        Check::InvalidParams(m) => return Err(RpcError::new(ErrorCode::InvalidParams, m)),
-        Check::Unavailable => {
-            return Err(RpcError::new(
-                ErrorCode::Overloaded,
-                "backend unavailable; retry later",
-            ));
-        }
-    }
-    let job_id = req.job_id.clone().unwrap_or_else(new_job_id);
-    let params = req.params.unwrap_or_else(|| RawValue::NULL.to_owned());
-    let ack = options.ack;
-    let job = NewJob {
-        id: job_id.clone(),
-        method: req.method,
-        params,
-        owner: cx.claims.sub.clone(),
-        request_id: req.id.clone(),
-        options,
-    };
+    .await?;
+    let job_id = job.id.clone();
+    let ack = job.options.ack;
     // Fire and forget: no attachment, no ack, no events.
     let Some(request_id) = req.id else {
         gw.queue
             .enqueue(job, &gw.config.server_id)
             .await
             .map_err(queue_error)?;
-        return Ok(Reply::default());
+        return Ok((Reply::default(), "accepted"));
     };
-    let attach = gw.hub.attach(&job_id, &cx.conn, Some(request_id.clone()));
+    let attach = gw
+        .hub
+        .attach(&job_id, &cx.conn, Some(request_id.clone()), Some(called_at));
     let undo = |gw: &Gateway| {
         if attach == Attach::Held {
             gw.hub.detach(&job_id, &cx.conn);
@@ -312,7 +288,7 @@ async fn start_job(cx: &ConnCtx, req: Request) -> Result<Reply, RpcError> {
     };
     if attach == Attach::Held && cx.conn.job_count() > gw.config.max_jobs_per_conn {
         undo(gw);
-        return Err(RpcError::new(
+        return Err(CallError::new(
             ErrorCode::Overloaded,
             "too many attached jobs on this connection",
         ));
@@ -341,7 +317,12 @@ async fn start_job(cx: &ConnCtx, req: Request) -> Result<Reply, RpcError> {
     if attach == Attach::Held {
         finish_release(cx, &enq.job_id, snapshot.as_ref(), Some(&request_id));
     }
-    Ok(Reply::default())
+    let outcome = if enq.duplicate {
+        "duplicate"
+    } else {
+        "accepted"
+    };
+    Ok((Reply::default(), outcome))
 }
 
 /// Releases a held attachment and, when `snapshot` shows the job ended and no final response

@@ -37,69 +37,77 @@ where
         heartbeat.as_millis() as u64,
     );
     let mut close: Option<(CloseCode, &'static str)> = None;
-    if ws.send(Message::text(welcome)).await.is_err() {
-        return;
+    // A peer gone before the welcome still goes through the cleanup below.
+    let welcomed = ws.send(Message::text(welcome)).await.is_ok();
+    if welcomed {
+        metrics::counter!("jobcast_messages_sent_total").increment(1);
     }
     let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
     let shutdown = gw.shutdown.clone();
     let max_in_flight = gw.config.max_in_flight;
-    loop {
-        tokio::select! {
-            biased;
-            _ = cx.conn.kill.cancelled() => {
-                close = *cx.conn.kill_code.lock();
-                break;
-            }
-            _ = shutdown.cancelled() => {
-                close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
-                break;
-            }
-            Some(frame) = out.recv() => {
-                if write_batch(&mut ws, &mut out, frame).await.is_err() {
+    if welcomed {
+        loop {
+            tokio::select! {
+                biased;
+                _ = cx.conn.kill.cancelled() => {
+                    close = *cx.conn.kill_code.lock();
                     break;
                 }
-            }
-            Some(()) = tasks.next(), if !tasks.is_empty() => {}
-            msg = ws.next(), if tasks.len() < max_in_flight => {
-                match msg {
-                    Some(Ok(m)) => {
-                        last_seen = Instant::now();
-                        if let Some(text) = m.as_text() {
-                            on_text(&cx, text, &mut tasks);
-                        } else if m.is_binary() {
-                            let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
-                            cx.conn.send(Bytes::from(err));
-                        } else if m.is_close() {
-                            break;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
-                        // The library queued a close frame (1007, 1009 or 1002); send it.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                        if let tokio_websockets::Error::PayloadTooLong { .. } = e {
-                            // A fragmented message over the limit gets no close frame from the
-                            // library; send one (refused harmlessly when one was queued).
-                            close = Some((CloseCode::TooBig, "message too big"));
-                        }
+                _ = shutdown.cancelled() => {
+                    close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
+                    break;
+                }
+                Some(frame) = out.recv() => {
+                    if write_batch(&mut ws, &mut out, frame).await.is_err() {
                         break;
                     }
-                    None => break,
                 }
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > heartbeat * 2 {
-                    close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
-                    break;
+                Some(()) = tasks.next(), if !tasks.is_empty() => {}
+                msg = ws.next(), if tasks.len() < max_in_flight => {
+                    match msg {
+                        Some(Ok(m)) => {
+                            last_seen = Instant::now();
+                            if let Some(text) = m.as_text() {
+                                metrics::counter!("jobcast_messages_received_total").increment(1);
+                                on_text(&cx, text, &mut tasks);
+                            } else if m.is_binary() {
+                                let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
+                                cx.conn.send(Bytes::from(err));
+                            } else if m.is_close() {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
+                            // The library queued a close frame (1007, 1009 or 1002); send it.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                            if let tokio_websockets::Error::PayloadTooLong { .. } = e {
+                                // A fragmented message over the limit gets no close frame from the
+                                // library; send one (refused harmlessly when one was queued).
+                                close = Some((CloseCode::TooBig, "message too big"));
+                            }
+                            break;
+                        }
+                        None => break,
+                    }
                 }
-                if ws.send(Message::ping(Bytes::new())).await.is_err() {
-                    break;
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > heartbeat * 2 {
+                        close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
+                        break;
+                    }
+                    if ws.send(Message::ping(Bytes::new())).await.is_err() {
+                        break;
+                    }
                 }
             }
         }
     }
+    let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
+    metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
+    metrics::gauge!("jobcast_connections").decrement(1.0);
     let topics = gw.hub.remove_conn(&cx.conn);
     for t in topics {
         gw.bus_unsubscribe(&t);
@@ -129,12 +137,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     ws.feed(Message::text(first)).await?;
+    let mut n = 1;
     for _ in 1..WRITE_BATCH {
         match out.try_recv() {
-            Ok(f) => ws.feed(Message::text(f)).await?,
+            Ok(f) => {
+                ws.feed(Message::text(f)).await?;
+                n += 1;
+            }
             Err(_) => break,
         }
     }
+    metrics::counter!("jobcast_messages_sent_total").increment(n);
     ws.flush().await
 }
 

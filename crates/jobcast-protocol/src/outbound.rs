@@ -101,6 +101,15 @@ pub fn topic_message(topic: &str, data: &RawValue) -> String {
     notification("topic.message", P { topic, data })
 }
 
+/// `broadcast`: a push to every connection (`POST /v1/broadcast` without a method).
+pub fn broadcast(data: &RawValue) -> String {
+    #[derive(Serialize)]
+    struct P<'a> {
+        data: &'a RawValue,
+    }
+    notification("broadcast", P { data })
+}
+
 #[derive(Serialize)]
 struct Success<'a, R: Serialize> {
     jsonrpc: &'static str,

@@ -99,6 +99,8 @@ struct Inner {
     /// Worker control channels subscribed, and whether the tick task runs.
     workers_seen: Mutex<HashSet<String>>,
     pubsub: mpsc::UnboundedSender<pubsub::Command>,
+    /// Topic messages to PUBLISH, in order, by one task.
+    publishes: mpsc::UnboundedSender<(String, Vec<u8>)>,
     /// The connection workers block on (BLPOP holds a connection while it waits).
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     ready: AtomicBool,
@@ -123,7 +125,10 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (publishes, publish_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publisher(conn.clone(), publish_rx));
         let inner = Arc::new(Inner {
+            publishes,
             client: client.clone(),
             conn,
             keys: Keys::new(&config.queue),
@@ -246,12 +251,10 @@ impl Inner {
             return;
         }
         if let Some(topic) = channel.strip_prefix(&self.keys.topic_prefix()) {
-            let Some((origin, data)) = payload.split_once('\n') else {
+            let Some((origin, frame)) = payload.split_once('\n') else {
                 return;
             };
-            let Ok(data) = RawValue::from_string(data.to_owned()) else {
-                return;
-            };
+            let frame = bytes::Bytes::copy_from_slice(frame.as_bytes());
             let gateways: Vec<String> = self
                 .topics
                 .lock()
@@ -263,7 +266,7 @@ impl Inner {
                 if let Some(tx) = inboxes.get(&self.keys.inbox(&gw)) {
                     let _ = tx.send(Inbound::Topic {
                         topic: topic.to_owned(),
-                        data: data.clone(),
+                        frame: frame.clone(),
                     });
                 }
             }
@@ -281,6 +284,31 @@ impl Inner {
                 .map(|w| self.keys.control(w)),
         );
         v
+    }
+}
+
+/// Publishes topic messages in the order they were handed over, pipelining whatever queued
+/// up meanwhile into one round trip. Ends when the backend is dropped.
+async fn publisher(
+    mut conn: ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = rx.recv().await {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH").arg(first.0).arg(first.1).ignore();
+        for _ in 1..MAX_BATCH {
+            match rx.try_recv() {
+                Ok((channel, payload)) => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                Err(_) => break,
+            }
+        }
+        let r: redis::RedisResult<()> = bounded(pipe.query_async(&mut conn)).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "topic publish failed");
+        }
     }
 }
 
@@ -749,25 +777,18 @@ impl Bus for RedisBackend {
         Ok(rx)
     }
 
-    fn publish_topic(&self, origin: &str, topic: &str, data: &RawValue) -> Result<()> {
+    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()> {
         // Fire and forget: the publisher already delivered locally. The payload names the
         // origin gateway so that it skips its own message when Redis echoes it back.
         let channel = self.keys().topic(topic);
-        let payload = format!("{origin}\n{}", data.get());
-        let mut conn = self.conn();
-        tokio::spawn(async move {
-            let r: redis::RedisResult<i64> = bounded(
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async(&mut conn),
-            )
-            .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "topic publish failed");
-            }
-        });
-        Ok(())
+        let mut payload = Vec::with_capacity(origin.len() + 1 + frame.len());
+        payload.extend_from_slice(origin.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&frame);
+        self.inner
+            .publishes
+            .send((channel, payload))
+            .map_err(|_| Error::Unavailable("backend shut down".into()))
     }
 
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {

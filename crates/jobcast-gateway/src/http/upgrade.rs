@@ -1,109 +1,18 @@
-//! The HTTP surface: the `/ws` upgrade (credentials, refusals as plain HTTP, the handshake),
-//! health and readiness, and `application/problem+json` errors.
+//! `GET /ws`: credentials (header, subprotocol, query), refusals as plain HTTP before the
+//! upgrade, the RFC 6455 handshake, and handing the upgraded stream to a session.
 
+use super::problem;
 use crate::{Gateway, auth, hub::Conn, rpc::ConnCtx, session};
 use axum::{
-    Router,
     body::Body,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
+    response::Response,
 };
 use base64::Engine;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio_websockets::{Limits, ServerBuilder};
-
-/// An RFC 9457 problem response.
-pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    resp
-}
-
-/// The gateway's routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/ws", get(upgrade))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/stats", get(stats))
-        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(gw)
-}
-
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if gw.is_draining() {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "draining");
-    }
-    if !gw.queue.is_ready() {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "backend not reachable");
-    }
-    axum::Json(serde_json::json!({"status": "ready"})).into_response()
-}
-
-/// Compares in time independent of where the strings differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Checks `Authorization: Bearer <api key>` against every configured key.
-fn api_key_ok(gw: &Gateway, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Check every key, so timing does not tell which one matched.
-    gw.config.api_keys.iter().fold(false, |ok, k| {
-        constant_time_eq(k.as_bytes(), given.trim().as_bytes()) | ok
-    })
-}
-
-/// `GET /stats`: connections by user type and queue depths (PROTOCOL.md §6).
-async fn stats(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if !api_key_ok(&gw, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-    }
-    let conns = gw.hub.conns();
-    let mut by_type = std::collections::BTreeMap::<String, u64>::new();
-    for c in &conns {
-        *by_type
-            .entry(c.user_type.clone().unwrap_or_else(|| "default".into()))
-            .or_default() += 1;
-    }
-    let queue = match gw.queue.counts().await {
-        Ok(c) => serde_json::to_value(c).unwrap_or_default(),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
-    axum::Json(serde_json::json!({
-        "serverId": gw.config.server_id,
-        "totalConnections": conns.len(),
-        "uniqueUsers": gw.hub.unique_users(),
-        "byUserType": by_type,
-        "uptime": gw.started.elapsed().as_secs(),
-        "queue": queue,
-    }))
-    .into_response()
-}
 
 /// Finds the token: `Authorization: Bearer`, then `Sec-WebSocket-Protocol: bearer.<jwt>`,
 /// then `?token=`.
@@ -158,7 +67,19 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
     })
 }
 
-async fn upgrade(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response {
+pub async fn upgrade(state: State<Arc<Gateway>>, req: Request) -> Response {
+    let resp = handshake(state, req).await;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        metrics::counter!("jobcast_connections_opened_total").increment(1);
+        metrics::gauge!("jobcast_connections").increment(1.0);
+    } else {
+        let status = resp.status().as_u16().to_string();
+        metrics::counter!("jobcast_upgrades_refused_total", "status" => status).increment(1);
+    }
+    resp
+}
+
+async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response {
     let headers = req.headers();
     if !header_has(headers, header::UPGRADE, "websocket")
         || !header_has(headers, header::CONNECTION, "upgrade")
@@ -233,6 +154,7 @@ async fn upgrade(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
+                metrics::gauge!("jobcast_connections").decrement(1.0);
                 gw2.connection_closed();
                 return;
             }

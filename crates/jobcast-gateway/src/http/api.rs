@@ -1,0 +1,270 @@
+//! The `/v1` server API for other services, behind the API key: submit, read and cancel jobs;
+//! publish to a topic; push to all of a user's connections; broadcast to every connection.
+//! Every push reaches every gateway (through the bus) and is serialized once.
+
+use super::{Problem, require_api_key};
+use crate::{
+    Gateway,
+    submit::{self, CallError, not_found, queue_error},
+};
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use jobcast_core::BROADCAST_TOPIC;
+use jobcast_protocol::{
+    ErrorCode, outbound,
+    topics::{user_topic, validate_topic},
+    validate_job_id,
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{json, value::RawValue};
+use std::sync::Arc;
+
+/// Parses a JSON body, or answers 400 with what is wrong.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+fn accepted(v: serde_json::Value) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(v)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    method: String,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+    #[serde(default, rename = "jobId")]
+    job_id: Option<String>,
+    #[serde(default)]
+    options: Option<Box<RawValue>>,
+    /// The user who owns the job (may attach to it over WebSocket); none when absent.
+    #[serde(default, rename = "userId")]
+    user_id: Option<String>,
+}
+
+/// `POST /v1/jobs` → 202 `{"jobId","state","duplicate"}`.
+pub async fn submit_job(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let b: SubmitBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    match submit_inner(&gw, b).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn submit_inner(gw: &Gateway, b: SubmitBody) -> Result<Response, CallError> {
+    let invalid = |m: &str| CallError::new(ErrorCode::InvalidRequest, m);
+    if b.method.is_empty() || b.method.starts_with("rpc.") {
+        return Err(invalid("method must name a job method (not rpc.*)"));
+    }
+    if let Some(p) = &b.params
+        && !matches!(p.get().trim_start().as_bytes().first(), Some(b'{' | b'['))
+    {
+        return Err(invalid("params must be an object or an array"));
+    }
+    if let Some(id) = &b.job_id {
+        validate_job_id(id).map_err(invalid)?;
+    }
+    let owner = b.user_id.unwrap_or_default();
+    let job = submit::prepare(
+        gw,
+        submit::Call {
+            method: b.method,
+            params: b.params,
+            options: b.options,
+            job_id: b.job_id,
+            owner: owner.clone(),
+            request_id: None,
+        },
+    )
+    .await?;
+    // No connection of this gateway waits for it: nobody needs its events here.
+    let enq = gw.queue.enqueue(job, "").await.map_err(queue_error)?;
+    if enq.duplicate && enq.owner != owner {
+        return Err(CallError::new(
+            ErrorCode::InvalidRequest,
+            "jobId already names another user's job",
+        ));
+    }
+    Ok(accepted(json!({
+        "jobId": enq.job_id,
+        "state": enq.state,
+        "duplicate": enq.duplicate,
+    })))
+}
+
+/// `GET /v1/jobs/{jobId}` → the job snapshot, with `userId` (its owner; absent for none).
+pub async fn job_snapshot(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    if validate_job_id(&job_id).is_err() {
+        return not_found().into_response();
+    }
+    match gw.queue.snapshot(&job_id).await {
+        Ok(Some(s)) => {
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            if !s.owner.is_empty() {
+                v["userId"] = s.owner.into();
+            }
+            axum::Json(v).into_response()
+        }
+        Ok(None) => not_found().into_response(),
+        Err(e) => queue_error(e).into_response(),
+    }
+}
+
+/// `DELETE /v1/jobs/{jobId}` → `{"cancelled","state"}`, as `rpc.cancel`.
+pub async fn cancel_job(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    if validate_job_id(&job_id).is_err() {
+        return not_found().into_response();
+    }
+    match gw.queue.cancel(&job_id).await {
+        Ok(Some(c)) => {
+            axum::Json(json!({"cancelled": c.cancelled, "state": c.state})).into_response()
+        }
+        Ok(None) => not_found().into_response(),
+        Err(e) => queue_error(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    topic: String,
+    data: Box<RawValue>,
+}
+
+/// `POST /v1/publish` → 202 `{"topic","published":true,"delivered":n}` (n: receivers on
+/// this gateway; every other gateway delivers to its own).
+pub async fn publish(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bytes: Bytes) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let b: PublishBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(m) = validate_topic(&b.topic) {
+        return Problem::new(StatusCode::BAD_REQUEST, m).into_response();
+    }
+    let delivered = gw.publish(&b.topic, &b.data);
+    metrics::counter!("jobcast_topic_pushes_total", "source" => "http").increment(1);
+    accepted(json!({"topic": b.topic, "published": true, "delivered": delivered}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    #[serde(default)]
+    method: Option<String>,
+    data: Box<RawValue>,
+}
+
+/// A notification frame `{"method": M, "params": data}` for a push with its own method.
+fn notification(method: &str, data: &RawValue) -> Result<Bytes, Problem> {
+    let reserved = ["rpc.", "job.", "topic."];
+    if method.is_empty()
+        || method.len() > 128
+        || reserved.iter().any(|p| method.starts_with(p))
+        || method.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "method must be 1-128 visible characters, not starting with rpc., job. or topic.",
+        ));
+    }
+    if !matches!(
+        data.get().trim_start().as_bytes().first(),
+        Some(b'{' | b'[')
+    ) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "with a method, data becomes the notification's params and must be an object or an array",
+        ));
+    }
+    Ok(Bytes::from(outbound::notification(method, data)))
+}
+
+/// `POST /v1/users/{userId}/send` → 202: every connection of the user, on every gateway, gets
+/// `topic.message` on `user:<userId>` — or, with `method`, the notification
+/// `{"method": method, "params": data}`.
+pub async fn send_to_user(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let b: PushBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let topic = user_topic(&user_id);
+    if let Err(m) = validate_topic(&topic) {
+        return Problem::new(StatusCode::BAD_REQUEST, m).into_response();
+    }
+    let delivered = match &b.method {
+        None => gw.publish(&topic, &b.data),
+        Some(m) => match notification(m, &b.data) {
+            Ok(frame) => gw.push(&topic, frame),
+            Err(p) => return p.into_response(),
+        },
+    };
+    metrics::counter!("jobcast_topic_pushes_total", "source" => "http").increment(1);
+    accepted(json!({"userId": user_id, "delivered": delivered}))
+}
+
+/// `POST /v1/broadcast` → 202: every connection on every gateway gets `{"method":
+/// "broadcast", "params": {"data": data}}`, or with `method`, `{"method", "params": data}`.
+pub async fn broadcast(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let b: PushBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let frame = match &b.method {
+        None => Bytes::from(outbound::broadcast(&b.data)),
+        Some(m) => match notification(m, &b.data) {
+            Ok(f) => f,
+            Err(p) => return p.into_response(),
+        },
+    };
+    let delivered = gw.push(BROADCAST_TOPIC, frame);
+    metrics::counter!("jobcast_topic_pushes_total", "source" => "http").increment(1);
+    accepted(json!({"delivered": delivered}))
+}

@@ -1,0 +1,195 @@
+//! The HTTP surface, one module per concern: [`upgrade`] (`GET /ws`), [`ops`] (health,
+//! readiness, stats, metrics), [`api`] (the `/v1` server API). Shared here: the route table,
+//! `application/problem+json` errors, and the API key check.
+
+mod api;
+mod ops;
+mod upgrade;
+
+use crate::{Gateway, submit::CallError};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use jobcast_protocol::ErrorCode;
+use std::sync::Arc;
+
+/// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Every route as `(method, path)`, as the router serves them and `openapi.json` lists them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/ws"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/stats"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs/{jobId}"),
+    ("delete", "/v1/jobs/{jobId}"),
+    ("post", "/v1/publish"),
+    ("post", "/v1/users/{userId}/send"),
+    ("post", "/v1/broadcast"),
+];
+
+/// An RFC 9457 problem response.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    problem_json(status, detail, None)
+}
+
+/// A refusal to be answered as a problem response (small, for `Result` error types).
+pub struct Problem(StatusCode, String);
+
+impl Problem {
+    /// A refusal with `status` and `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self(status, detail.into())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        problem(self.0, &self.1)
+    }
+}
+
+fn problem_json(status: StatusCode, detail: &str, code: Option<ErrorCode>) -> Response {
+    let mut body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let Some(code) = code {
+        // The JSON-RPC code a WebSocket client would have seen for the same refusal.
+        body["code"] = code.code().into();
+    }
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+impl IntoResponse for CallError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            ErrorCode::ParseError | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::MethodNotFound | ErrorCode::InvalidParams => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        problem_json(status, &self.1, Some(self.0))
+    }
+}
+
+/// The gateway's routes (see [`ROUTES`]).
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let body_limit = gw.config.max_message_bytes;
+    Router::new()
+        .route("/ws", get(upgrade::upgrade))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/stats", get(ops::stats))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/v1/jobs", post(api::submit_job))
+        .route(
+            "/v1/jobs/{jobId}",
+            get(api::job_snapshot).delete(api::cancel_job),
+        )
+        .route("/v1/publish", post(api::publish))
+        .route("/v1/users/{userId}/send", post(api::send_to_user))
+        .route("/v1/broadcast", post(api::broadcast))
+        .method_not_allowed_fallback(|| async {
+            problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(gw)
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The server API's guard: `Err(401)` unless `Authorization: Bearer <key>` names a configured
+/// API key.
+pub fn require_api_key(gw: &Gateway, headers: &HeaderMap) -> Result<(), Problem> {
+    if gw.config.api_keys.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "the server API is disabled: start the gateway with --api-key",
+        ));
+    }
+    if api_key_ok(gw, headers) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API key",
+        ))
+    }
+}
+
+/// Checks `Authorization: Bearer <api key>` against every configured key.
+fn api_key_ok(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Check every key, so timing does not tell which one matched.
+    gw.config.api_keys.iter().fold(false, |ok, k| {
+        constant_time_eq(k.as_bytes(), given.trim().as_bytes()) | ok
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                    documented.push((method.clone(), path.clone()));
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,92 @@
+//! The gateway's Prometheus metrics: the catalogue (every name, its type and labels, in one
+//! place) and the process-wide recorder `/metrics` renders.
+//!
+//! | name | type | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `jobcast_connections` | gauge | | WebSocket connections open now |
+//! | `jobcast_connections_opened_total` | counter | | connections accepted |
+//! | `jobcast_connections_closed_total` | counter | `code` | connections closed, by close code sent (`none` when the peer left first) |
+//! | `jobcast_upgrades_refused_total` | counter | `status` | upgrades refused before the handshake, by HTTP status |
+//! | `jobcast_messages_received_total` | counter | | text frames received |
+//! | `jobcast_messages_sent_total` | counter | | frames written to connections |
+//! | `jobcast_job_calls_total` | counter | `method`, `outcome` | job calls by outcome: `accepted`, `duplicate`, or the JSON-RPC error name |
+//! | `jobcast_job_submit_to_response_seconds` | histogram | | from a call's arrival to its final response being queued (calls on this gateway) |
+//! | `jobcast_topic_pushes_total` | counter | `source` | messages published (`ws`, `http`) |
+//! | `jobcast_slow_consumer_disconnects_total` | counter | | connections closed because their outbound queue was full |
+//!
+//! One recorder serves the whole process (every gateway in it); it is installed on first use.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::{sync::OnceLock, time::Duration};
+
+/// Latency buckets in seconds: 0.25 ms to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide recorder's handle; `None` when another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            // Histogram samples are held until drained; drain them even when nobody scrapes.
+            let h = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        h.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition.
+pub fn render() -> String {
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("jobcast_connections", "WebSocket connections open now");
+    describe_counter!("jobcast_connections_opened_total", "Connections accepted");
+    describe_counter!(
+        "jobcast_connections_closed_total",
+        "Connections closed, by the close code sent"
+    );
+    describe_counter!(
+        "jobcast_upgrades_refused_total",
+        "Upgrades refused before the handshake, by HTTP status"
+    );
+    describe_counter!("jobcast_messages_received_total", "Text frames received");
+    describe_counter!(
+        "jobcast_messages_sent_total",
+        "Frames written to connections"
+    );
+    describe_counter!(
+        "jobcast_job_calls_total",
+        "Job calls, by method and outcome"
+    );
+    describe_histogram!(
+        "jobcast_job_submit_to_response_seconds",
+        Unit::Seconds,
+        "From a job call's arrival to its final response being queued"
+    );
+    describe_counter!(
+        "jobcast_topic_pushes_total",
+        "Messages published, by source"
+    );
+    describe_counter!(
+        "jobcast_slow_consumer_disconnects_total",
+        "Connections closed because their outbound queue was full"
+    );
+}
