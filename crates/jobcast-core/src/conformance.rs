@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::{
-    AttemptFailure, Bus, FailOutcome, Inbound, JobEvent, JobQueue, JobState, MethodInfo, NewJob,
-    WorkerAnnouncement, new_job_id, raw,
+    AttemptFailure, Audience, Bus, FailOutcome, GatewayReport, Inbound, JobEvent, JobQueue,
+    JobState, MethodInfo, NewJob, Presence, WorkerAnnouncement, new_job_id, raw,
 };
 use jobcast_protocol::{Backoff, BackoffKind, ErrorCode, JobOptions};
 use std::{future::Future, sync::Arc, time::Duration};
@@ -69,6 +69,8 @@ where
     renewed_lease_is_kept(make().await).await;
     claim_filters_methods(make().await).await;
     method_registry(make().await).await;
+    topics_reach_other_gateways_in_order(make().await).await;
+    presence_and_reports(make().await).await;
 }
 
 /// Duplicate ids create nothing and report the existing job.
@@ -535,4 +537,104 @@ pub async fn method_registry(b: Backend) {
     );
     b.queue.withdraw("w1").await.unwrap();
     assert!(b.queue.methods().await.unwrap().is_empty());
+}
+
+/// Topic frames reach the other subscribed gateways, in publish order, with their audience,
+/// and never the publisher itself.
+pub async fn topics_reach_other_gateways_in_order(b: Backend) {
+    let mut a = b.bus.open_inbox("gw-a").unwrap();
+    let mut other = b.bus.open_inbox("gw-b").unwrap();
+    b.bus.subscribe_topic("gw-a", "room").unwrap();
+    b.bus.subscribe_topic("gw-b", "room").unwrap();
+    // Subscriptions may take a moment to be active (a network round trip).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..20 {
+        let audience = if i % 2 == 0 {
+            Audience::All
+        } else {
+            Audience::PresenceWatchers
+        };
+        let frame = bytes::Bytes::from(format!("{{\"n\":{i}}}"));
+        b.bus
+            .publish_topic("gw-a", "room", audience, frame)
+            .unwrap();
+    }
+    for i in 0..20 {
+        match tokio::time::timeout(WAIT, other.recv()).await {
+            Ok(Some(Inbound::Topic {
+                topic,
+                audience,
+                frame,
+            })) => {
+                assert_eq!(topic, "room");
+                assert_eq!(
+                    &frame[..],
+                    format!("{{\"n\":{i}}}").as_bytes(),
+                    "out of order"
+                );
+                assert_eq!(audience == Audience::All, i % 2 == 0);
+            }
+            other => panic!("expected topic frame {i}, got {other:?}"),
+        }
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.recv())
+            .await
+            .is_err(),
+        "the publisher received its own frame"
+    );
+    b.bus.unsubscribe_topic("gw-b", "room").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.bus
+        .publish_topic("gw-a", "room", Audience::All, bytes::Bytes::from("{}"))
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.recv())
+            .await
+            .is_err(),
+        "received after unsubscribing"
+    );
+}
+
+/// Presence counts connections and distinct users of reporting gateways; reports lapse.
+pub async fn presence_and_reports(b: Backend) {
+    let report = |id: &str| GatewayReport {
+        gateway_id: id.into(),
+        stats: format!("{{\"id\":\"{id}\"}}"),
+    };
+    b.bus
+        .report(&report("gw-a"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    b.bus
+        .report(&report("gw-b"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let ids = |v: Vec<GatewayReport>| v.into_iter().map(|r| r.gateway_id).collect::<Vec<_>>();
+    assert_eq!(ids(b.bus.reports().await.unwrap()), vec!["gw-a", "gw-b"]);
+    b.bus.presence_join("gw-a", "room", 1, "alice").unwrap();
+    b.bus.presence_join("gw-a", "room", 2, "alice").unwrap();
+    b.bus.presence_join("gw-b", "room", 1, "bob").unwrap();
+    b.bus.presence_join("gw-a", "other", 3, "carol").unwrap();
+    b.bus.presence_leave("gw-a", "room", 2).unwrap();
+    // Writes are fire-and-forget but ordered: poll until they landed.
+    let want = Presence {
+        users: vec!["alice".into(), "bob".into()],
+        connections: 2,
+    };
+    let mut got = Presence::default();
+    for _ in 0..50 {
+        got = b.bus.presence("room").await.unwrap();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(got, want);
+    assert_eq!(b.bus.presence("empty").await.unwrap(), Presence::default());
+    // gw-b's report lapses: it is no longer listed (and, on a backend shared by several
+    // processes, its presence entries stop counting).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(b.bus.reports().await.unwrap()), vec!["gw-a"]);
+    assert_eq!(b.bus.reports().await.unwrap()[0].stats, r#"{"id":"gw-a"}"#);
 }

@@ -3,8 +3,8 @@
 //! Both are object-safe so the binary can choose a backend from configuration.
 
 use crate::{
-    AttemptFailure, Cancelled, ClaimedJob, Enqueued, FailOutcome, Inbound, JobSnapshot, Lease,
-    MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement,
+    AttemptFailure, Audience, Cancelled, ClaimedJob, Enqueued, FailOutcome, GatewayReport, Inbound,
+    JobSnapshot, Lease, MethodInfo, NewJob, Presence, QueueCounts, Result, WorkerAnnouncement,
 };
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -80,19 +80,45 @@ pub trait JobQueue: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
-/// Delivery of job events and topic messages to gateways.
+/// Delivery of job events and topic messages to gateways, and what gateways share about
+/// themselves: who is in which topic (presence) and their stats.
+#[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Opens the inbox of gateway `gateway_id`: events of jobs it listens to, and messages of
     /// topics it subscribed to, arrive on the returned channel.
     fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>>;
 
-    /// Publishes `frame` (a complete outbound frame) to the other gateways subscribed to
-    /// `topic`; the publishing gateway `origin` delivers to its own connections itself.
-    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()>;
+    /// Publishes `frame` (a complete outbound frame) for `audience` to the other gateways
+    /// subscribed to `topic`; the publishing gateway `origin` delivers to its own connections
+    /// itself. Frames one gateway publishes arrive in the order it published them.
+    fn publish_topic(
+        &self,
+        origin: &str,
+        topic: &str,
+        audience: Audience,
+        frame: bytes::Bytes,
+    ) -> Result<()>;
 
     /// Starts receiving `topic` in the inbox of `gateway_id`.
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()>;
 
     /// Stops receiving `topic`.
     fn unsubscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()>;
+
+    /// Records that connection `conn` of gateway `gateway_id`, of user `user`, is in `topic`.
+    /// Writes issued by one gateway take effect in order.
+    fn presence_join(&self, gateway_id: &str, topic: &str, conn: u64, user: &str) -> Result<()>;
+
+    /// Records that the connection left `topic`.
+    fn presence_leave(&self, gateway_id: &str, topic: &str, conn: u64) -> Result<()>;
+
+    /// Who is in `topic` on every live gateway (entries of gateways that stopped reporting
+    /// are dropped).
+    async fn presence(&self, topic: &str) -> Result<Presence>;
+
+    /// Reports gateway `report.gateway_id` alive, with its stats, for `ttl`.
+    async fn report(&self, report: &GatewayReport, ttl: Duration) -> Result<()>;
+
+    /// The reports of every live gateway.
+    async fn reports(&self) -> Result<Vec<GatewayReport>>;
 }

@@ -310,9 +310,39 @@ pub enum Inbound {
     Topic {
         /// The topic.
         topic: String,
+        /// Who among the topic's subscribers gets it.
+        audience: Audience,
         /// The complete outbound frame.
         frame: bytes::Bytes,
     },
+}
+
+/// Which subscribers of a topic a frame is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every subscriber (topic messages, pushes).
+    All,
+    /// Only subscribers who asked for presence notifications (`topic.join`/`topic.leave`).
+    PresenceWatchers,
+}
+
+/// Who is in a topic, across every gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// Distinct users subscribed, sorted.
+    pub users: Vec<String>,
+    /// Subscribed connections.
+    pub connections: u64,
+}
+
+/// One gateway's report of itself, kept for a short time so any gateway can show the whole
+/// cluster (`/stats?scope=cluster`) and tell live gateways from gone ones.
+#[derive(Debug, Clone)]
+pub struct GatewayReport {
+    /// The gateway's instance id.
+    pub gateway_id: String,
+    /// Its stats as JSON.
+    pub stats: String,
 }
 
 /// Number of jobs in each state.

@@ -8,8 +8,9 @@ mod store;
 
 use async_trait::async_trait;
 use jobcast_core::{
-    AttemptFailure, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome, Inbound, JobQueue,
-    JobSnapshot, Lease, MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement, now_ms,
+    AttemptFailure, Audience, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome,
+    GatewayReport, Inbound, JobQueue, JobSnapshot, Lease, MethodInfo, NewJob, Presence,
+    QueueCounts, Result, WorkerAnnouncement, now_ms,
 };
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -49,6 +50,9 @@ impl EmbeddedConfig {
     }
 }
 
+/// (gateway, connection) → user, of one topic.
+type Members = HashMap<(String, u64), String>;
+
 struct Inner {
     state: Mutex<State>,
     store: Store,
@@ -56,6 +60,10 @@ struct Inner {
     workers: Mutex<HashMap<String, (Vec<MethodInfo>, Instant)>>,
     inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<Inbound>>>,
     topics: Mutex<HashMap<String, HashSet<String>>>,
+    /// Topic → who is in it.
+    presence: Mutex<HashMap<String, Members>>,
+    /// Gateway → (stats, expiry).
+    reports: Mutex<HashMap<String, (String, Instant)>>,
     config: EmbeddedConfig,
     stopped: AtomicBool,
 }
@@ -95,6 +103,8 @@ impl Embedded {
             workers: Mutex::new(HashMap::new()),
             inboxes: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            reports: Mutex::new(HashMap::new()),
             config,
             stopped: AtomicBool::new(false),
         });
@@ -338,6 +348,7 @@ impl JobQueue for Embedded {
     }
 }
 
+#[async_trait]
 impl Bus for Embedded {
     fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -345,7 +356,13 @@ impl Bus for Embedded {
         Ok(rx)
     }
 
-    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()> {
+    fn publish_topic(
+        &self,
+        origin: &str,
+        topic: &str,
+        audience: Audience,
+        frame: bytes::Bytes,
+    ) -> Result<()> {
         let topics = self.inner.topics.lock();
         let Some(gateways) = topics.get(topic) else {
             return Ok(());
@@ -355,6 +372,7 @@ impl Bus for Embedded {
             if let Some(tx) = inboxes.get(gw) {
                 let _ = tx.send(Inbound::Topic {
                     topic: topic.to_owned(),
+                    audience,
                     frame: frame.clone(),
                 });
             }
@@ -381,6 +399,68 @@ impl Bus for Embedded {
             }
         }
         Ok(())
+    }
+
+    fn presence_join(&self, gateway_id: &str, topic: &str, conn: u64, user: &str) -> Result<()> {
+        self.inner
+            .presence
+            .lock()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert((gateway_id.to_owned(), conn), user.to_owned());
+        Ok(())
+    }
+
+    fn presence_leave(&self, gateway_id: &str, topic: &str, conn: u64) -> Result<()> {
+        let mut presence = self.inner.presence.lock();
+        if let Some(members) = presence.get_mut(topic) {
+            members.remove(&(gateway_id.to_owned(), conn));
+            if members.is_empty() {
+                presence.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, topic: &str) -> Result<Presence> {
+        // Every gateway of this backend lives in this process and leaves on disconnect, so
+        // there are no stale entries to filter.
+        let presence = self.inner.presence.lock();
+        let Some(members) = presence.get(topic) else {
+            return Ok(Presence::default());
+        };
+        let users: std::collections::BTreeSet<&String> = members.values().collect();
+        Ok(Presence {
+            users: users.into_iter().cloned().collect(),
+            connections: members.len() as u64,
+        })
+    }
+
+    async fn report(&self, report: &GatewayReport, ttl: Duration) -> Result<()> {
+        let mut reports = self.inner.reports.lock();
+        reports.retain(|_, (_, until)| *until > Instant::now());
+        reports.insert(
+            report.gateway_id.clone(),
+            (report.stats.clone(), Instant::now() + ttl),
+        );
+        Ok(())
+    }
+
+    async fn reports(&self) -> Result<Vec<GatewayReport>> {
+        let now = Instant::now();
+        let mut v: Vec<GatewayReport> = self
+            .inner
+            .reports
+            .lock()
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(id, (stats, _))| GatewayReport {
+                gateway_id: id.clone(),
+                stats: stats.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        Ok(v)
     }
 }
 

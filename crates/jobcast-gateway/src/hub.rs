@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use jobcast_core::{BROADCAST_TOPIC, JobEvent, Outcome};
+use jobcast_core::{Audience, BROADCAST_TOPIC, JobEvent, Outcome};
 use jobcast_protocol::{
     CloseCode, RequestId,
     outbound::{self, ErrorObject},
@@ -108,6 +108,13 @@ struct Attachment {
     held: Option<(Vec<Bytes>, bool)>,
 }
 
+/// A connection subscribed to a topic.
+struct Subscriber {
+    conn: Arc<Conn>,
+    /// Wants `topic.join`/`topic.leave`.
+    watches_presence: bool,
+}
+
 /// Outcome of [`Hub::attach`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {
@@ -122,7 +129,7 @@ pub enum Attach {
 pub struct Hub {
     conns: DashMap<u64, Arc<Conn>>,
     jobs: DashMap<String, Vec<Attachment>>,
-    topics: DashMap<String, Vec<Arc<Conn>>>,
+    topics: DashMap<String, Vec<Subscriber>>,
     next_id: AtomicU64,
     /// Frames dropped because a receiver's queue was full.
     pub dropped: AtomicU64,
@@ -164,9 +171,9 @@ impl Hub {
         self.conns.insert(conn.id, conn);
     }
 
-    /// Removes a connection with all its attachments and subscriptions; returns the topics
-    /// that no local connection is subscribed to any more.
-    pub fn remove_conn(&self, conn: &Conn) -> Vec<String> {
+    /// Removes a connection with all its attachments and subscriptions; returns each topic
+    /// it was subscribed to, with whether no local connection is subscribed to it any more.
+    pub fn remove_conn(&self, conn: &Conn) -> Vec<(String, bool)> {
         self.conns.remove(&conn.id);
         let jobs: Vec<String> = conn.jobs.lock().drain().collect();
         for job in jobs {
@@ -175,7 +182,10 @@ impl Hub {
         let topics: Vec<String> = conn.topics.lock().drain().collect();
         topics
             .into_iter()
-            .filter(|t| self.remove_subscriber(t, conn.id))
+            .map(|t| {
+                let last = self.remove_subscriber(&t, conn.id);
+                (t, last)
+            })
             .collect()
     }
 
@@ -323,13 +333,21 @@ impl Hub {
         }
     }
 
-    /// Subscribes `conn` to `topic`; returns `(newly subscribed, first local subscriber)`.
-    pub fn subscribe(&self, topic: &str, conn: &Arc<Conn>) -> (bool, bool) {
+    /// Subscribes `conn` to `topic` (with presence notifications when `watches_presence`);
+    /// returns `(newly subscribed, first local subscriber)`. Subscribing again only updates
+    /// `watches_presence`.
+    pub fn subscribe(&self, topic: &str, conn: &Arc<Conn>, watches_presence: bool) -> (bool, bool) {
+        let mut list = self.topics.entry(topic.to_owned()).or_default();
         if !conn.topics.lock().insert(topic.to_owned()) {
+            if let Some(s) = list.iter_mut().find(|s| s.conn.id == conn.id) {
+                s.watches_presence = watches_presence;
+            }
             return (false, false);
         }
-        let mut list = self.topics.entry(topic.to_owned()).or_default();
-        list.push(conn.clone());
+        list.push(Subscriber {
+            conn: conn.clone(),
+            watches_presence,
+        });
         (true, list.len() == 1)
     }
 
@@ -343,14 +361,21 @@ impl Hub {
 
     fn remove_subscriber(&self, topic: &str, conn_id: u64) -> bool {
         if let Some(mut list) = self.topics.get_mut(topic) {
-            list.retain(|c| c.id != conn_id);
+            list.retain(|s| s.conn.id != conn_id);
         }
         self.topics.remove_if(topic, |_, l| l.is_empty()).is_some()
     }
 
-    /// Delivers a frame published to `topic` to the local subscribers (to every connection
-    /// for [`BROADCAST_TOPIC`]); returns how many got it.
-    pub fn deliver(&self, topic: &str, frame: &Bytes) -> usize {
+    /// Delivers a frame published to `topic` to the local subscribers in `audience` (every
+    /// connection for [`BROADCAST_TOPIC`]), except connection `except`; returns how many
+    /// got it.
+    pub fn deliver(
+        &self,
+        topic: &str,
+        audience: Audience,
+        frame: &Bytes,
+        except: Option<u64>,
+    ) -> usize {
         if topic == BROADCAST_TOPIC {
             return self
                 .conns
@@ -361,7 +386,11 @@ impl Hub {
         let Some(list) = self.topics.get(topic) else {
             return 0;
         };
-        list.iter().filter(|c| c.send(frame.clone())).count()
+        list.iter()
+            .filter(|s| audience == Audience::All || s.watches_presence)
+            .filter(|s| Some(s.conn.id) != except)
+            .filter(|s| s.conn.send(frame.clone()))
+            .count()
     }
 
     /// Number of distinct users connected.

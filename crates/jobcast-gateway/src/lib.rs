@@ -14,14 +14,13 @@ pub mod metrics;
 pub mod registry;
 mod rpc;
 mod session;
+pub mod stats;
 mod submit;
+mod topics;
 
 use auth::AuthConfig;
-use bytes::Bytes;
 use jobcast_core::{BROADCAST_TOPIC, Bus, Inbound, JobQueue};
 use jobcast_protocol::OptionLimits;
-use jobcast_protocol::outbound;
-use serde_json::value::RawValue;
 use std::{
     sync::{
         Arc,
@@ -97,6 +96,11 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// When the gateway started.
     pub started: Instant,
+    /// This run of the gateway (server id and a random suffix): names its presence records
+    /// and reports, so a restarted gateway with the same server id never inherits them.
+    pub instance_id: String,
+    /// Ended jobs per second, between stats reports.
+    rate: parking_lot::Mutex<stats::Rate>,
 }
 
 impl Gateway {
@@ -108,6 +112,7 @@ impl Gateway {
     ) -> jobcast_core::Result<Arc<Self>> {
         let mut inbox = bus.open_inbox(&config.server_id)?;
         metrics::handle();
+        let config_server_id = config.server_id.clone();
         let gw = Arc::new(Self {
             registry: registry::Registry::new(queue.clone()),
             config,
@@ -118,6 +123,8 @@ impl Gateway {
             connections: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            rate: parking_lot::Mutex::new(stats::Rate::default()),
+            instance_id: format!("{}#{:016x}", config_server_id, fastrand::u64(..)),
         });
         // Pushes to every connection arrive as this topic, whether or not anyone subscribed.
         gw.bus
@@ -128,8 +135,12 @@ impl Gateway {
                 let Some(gw) = weak.upgrade() else { return };
                 match msg {
                     Inbound::Job(event) => gw.hub.dispatch(&event),
-                    Inbound::Topic { topic, frame } => {
-                        gw.hub.deliver(&topic, &frame);
+                    Inbound::Topic {
+                        topic,
+                        audience,
+                        frame,
+                    } => {
+                        gw.hub.deliver(&topic, audience, &frame, None);
                     }
                 }
             }
@@ -150,6 +161,7 @@ impl Gateway {
         stop: CancellationToken,
         drain_deadline: Duration,
     ) -> std::io::Result<()> {
+        stats::start(&self).await;
         let app = self.router();
         let gw = self.clone();
         let stop2 = stop.clone();
@@ -222,43 +234,5 @@ impl Gateway {
 
     fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Subscribes a connection to a topic, holding the bus subscription while any local
-    /// connection is subscribed.
-    fn subscribe(&self, conn: &Arc<hub::Conn>, topic: &str) {
-        let (_, first) = self.hub.subscribe(topic, conn);
-        if first && let Err(e) = self.bus.subscribe_topic(&self.config.server_id, topic) {
-            tracing::warn!(topic, error = %e, "bus subscribe failed");
-        }
-    }
-
-    fn unsubscribe(&self, conn: &hub::Conn, topic: &str) {
-        let (_, last) = self.hub.unsubscribe(topic, conn);
-        if last {
-            self.bus_unsubscribe(topic);
-        }
-    }
-
-    fn bus_unsubscribe(&self, topic: &str) {
-        if let Err(e) = self.bus.unsubscribe_topic(&self.config.server_id, topic) {
-            tracing::warn!(topic, error = %e, "bus unsubscribe failed");
-        }
-    }
-
-    /// Publishes `data` to a topic as `topic.message`: local subscribers at once, other
-    /// gateways through the bus. Returns the number of local receivers.
-    pub fn publish(&self, topic: &str, data: &RawValue) -> usize {
-        self.push(topic, Bytes::from(outbound::topic_message(topic, data)))
-    }
-
-    /// Pushes a complete frame, serialized once, to every subscriber of `topic` on every
-    /// gateway (every connection for [`BROADCAST_TOPIC`]). Returns the local receivers.
-    pub fn push(&self, topic: &str, frame: Bytes) -> usize {
-        let n = self.hub.deliver(topic, &frame);
-        if let Err(e) = self.bus.publish_topic(&self.config.server_id, topic, frame) {
-            tracing::warn!(topic, error = %e, "bus publish failed");
-        }
-        n
     }
 }

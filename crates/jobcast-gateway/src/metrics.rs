@@ -13,6 +13,8 @@
 //! | `jobcast_job_submit_to_response_seconds` | histogram | | from a call's arrival to its final response being queued (calls on this gateway) |
 //! | `jobcast_topic_pushes_total` | counter | `source` | messages published (`ws`, `http`) |
 //! | `jobcast_slow_consumer_disconnects_total` | counter | | connections closed because their outbound queue was full |
+//! | `jobcast_queue_jobs` | gauge | `state` | jobs by state (ended ones within retention), read at scrape time |
+//! | `jobcast_redis_call_seconds` | histogram | | round trip of each Redis call of this process (Redis backend) |
 //!
 //! One recorder serves the whole process (every gateway in it); it is installed on first use.
 
@@ -88,5 +90,11 @@ fn describe() {
     describe_counter!(
         "jobcast_slow_consumer_disconnects_total",
         "Connections closed because their outbound queue was full"
+    );
+    describe_gauge!("jobcast_queue_jobs", "Jobs by state, read at scrape time");
+    describe_histogram!(
+        "jobcast_redis_call_seconds",
+        Unit::Seconds,
+        "Round trip of each Redis call of this process"
     );
 }

@@ -76,6 +76,9 @@ struct JobParam {
 #[derive(Deserialize)]
 struct TopicParam {
     topic: String,
+    /// `rpc.subscribe`: also receive `topic.join`/`topic.leave`.
+    #[serde(default)]
+    presence: bool,
 }
 
 #[derive(Deserialize)]
@@ -162,13 +165,29 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
                     "too many topics on this connection",
                 ));
             }
-            gw.subscribe(&cx.conn, &p.topic);
+            gw.subscribe(&cx.conn, &p.topic, p.presence);
             plain(json!({"topic": p.topic, "subscribed": true}))
+        }
+        "rpc.presence" => {
+            let p: TopicParam = params(req)?;
+            check_topic(&p.topic)?;
+            if !cx.claims.may_subscribe(&p.topic) {
+                return Err(CallError::new(
+                    ErrorCode::Forbidden,
+                    "forbidden: token does not allow this topic",
+                ));
+            }
+            let presence = gw.presence(&p.topic).await.map_err(queue_error)?;
+            plain(json!({
+                "topic": p.topic,
+                "users": presence.users,
+                "connections": presence.connections,
+            }))
         }
         "rpc.unsubscribe" => {
             let p: TopicParam = params(req)?;
             check_topic(&p.topic)?;
-            gw.unsubscribe(&cx.conn, &p.topic);
+            let _ = gw.unsubscribe(&cx.conn, &p.topic);
             plain(json!({"topic": p.topic, "subscribed": false}))
         }
         "rpc.publish" => {

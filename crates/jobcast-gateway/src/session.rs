@@ -108,10 +108,7 @@ where
     let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
     metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
     metrics::gauge!("jobcast_connections").decrement(1.0);
-    let topics = gw.hub.remove_conn(&cx.conn);
-    for t in topics {
-        gw.bus_unsubscribe(&t);
-    }
+    gw.forget(&cx.conn);
     if let Some((code, reason)) = close {
         let msg = Message::close(
             Some(WsClose::try_from(code.code()).unwrap_or(WsClose::NORMAL_CLOSURE)),

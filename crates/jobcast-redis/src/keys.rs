@@ -16,6 +16,9 @@
 //! | `{q}:ends` | hash | ended jobs kept, by state (completed, failed, cancelled) |
 //! | `{q}:workers` | zset | worker ids by announcement expiry (ms) |
 //! | `{q}:wm:<worker>` | string | JSON list of the worker's methods (with TTL) |
+//! | `{q}:pr:<topic>` | hash | presence: `<gateway>\|<connection>` → user |
+//! | `{q}:gateways` | zset | gateway instance ids by report expiry (ms) |
+//! | `{q}:gw:<gateway>` | string | the gateway's last stats report (with TTL) |
 //!
 //! Channels: `{q}:inbox:<gateway>` (job events for that gateway), `{q}:ctl:<worker>` (cancel
 //! and lease-lost signals for that worker), `{q}:t:<topic>` (topic messages).
@@ -31,6 +34,9 @@
 //! - `{q}:workers` entries past their expiry are removed whenever the method list is read;
 //!   `{q}:wm:<worker>` keys carry a TTL.
 //! - Channels hold nothing: a message to a gateway that is gone is dropped by Redis.
+//! - A presence hash holds one field per subscribed connection; a connection's field goes
+//!   when it leaves, and fields of gateways that stopped reporting are dropped whenever the
+//!   topic's presence is read. `{q}:gateways` entries past expiry go at every report.
 
 /// The key builder of one queue.
 #[derive(Debug, Clone)]
@@ -160,6 +166,26 @@ impl Keys {
     pub fn topic(&self, topic: &str) -> String {
         format!("{}t:{topic}", self.prefix)
     }
+
+    /// Who is in a topic: field `<gateway>|<connection>` = user.
+    pub fn presence(&self, topic: &str) -> String {
+        format!("{}pr:{topic}", self.prefix)
+    }
+
+    /// A presence field.
+    pub fn presence_field(gateway: &str, conn: u64) -> String {
+        format!("{gateway}|{conn}")
+    }
+
+    /// Live gateways by report expiry (ms).
+    pub fn gateways(&self) -> String {
+        format!("{}gateways", self.prefix)
+    }
+
+    /// A gateway's last report (stats JSON, with a TTL).
+    pub fn gateway_report(&self, gateway: &str) -> String {
+        format!("{}gw:{gateway}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +211,9 @@ mod tests {
             k.inbox("g"),
             k.control("w"),
             k.topic("room:1"),
+            k.presence("room:1"),
+            k.gateways(),
+            k.gateway_report("g"),
         ] {
             assert!(key.starts_with("{jobcast}:"), "{key}");
         }

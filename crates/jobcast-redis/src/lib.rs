@@ -13,9 +13,9 @@ pub mod testing;
 
 use async_trait::async_trait;
 use jobcast_core::{
-    AttemptFailure, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome, Inbound, JobQueue,
-    JobSnapshot, JobState, Lease, MethodInfo, NewJob, QueueCounts, Result, WorkerAnnouncement,
-    now_ms,
+    AttemptFailure, Audience, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome,
+    GatewayReport, Inbound, JobQueue, JobSnapshot, JobState, Lease, MethodInfo, NewJob, Presence,
+    QueueCounts, Result, WorkerAnnouncement, now_ms,
 };
 use keys::Keys;
 use parking_lot::Mutex;
@@ -67,11 +67,23 @@ impl RedisConfig {
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Bounds a Redis call: while Redis is down, callers get an error (and clients -32005) in
-/// bounded time instead of waiting for reconnection attempts.
+/// bounded time instead of waiting for reconnection attempts. Records the round trip in
+/// `jobcast_redis_call_seconds`.
 async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    let started = std::time::Instant::now();
+    let r = bounded_for(CALL_TIMEOUT, call).await;
+    metrics::histogram!("jobcast_redis_call_seconds").record(started.elapsed().as_secs_f64());
+    r
+}
+
+/// [`bounded`] with a given limit and no timing (for calls that block on purpose).
+async fn bounded_for<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, call).await {
         Ok(r) => r,
         Err(_) => Err(redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -99,8 +111,8 @@ struct Inner {
     /// Worker control channels subscribed, and whether the tick task runs.
     workers_seen: Mutex<HashSet<String>>,
     pubsub: mpsc::UnboundedSender<pubsub::Command>,
-    /// Topic messages to PUBLISH, in order, by one task.
-    publishes: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// Fire-and-forget writes (topic PUBLISHes, presence), sent in order by one task.
+    writes: mpsc::UnboundedSender<redis::Cmd>,
     /// The connection workers block on (BLPOP holds a connection while it waits).
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     ready: AtomicBool,
@@ -125,10 +137,10 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (publishes, publish_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publisher(conn.clone(), publish_rx));
+        let (writes, writes_rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(conn.clone(), writes_rx));
         let inner = Arc::new(Inner {
-            publishes,
+            writes,
             client: client.clone(),
             conn,
             keys: Keys::new(&config.queue),
@@ -157,6 +169,14 @@ impl RedisBackend {
     /// Stops the background tasks.
     pub fn shutdown(&self) {
         self.inner.stop.cancel();
+    }
+
+    /// Queues a fire-and-forget write (sent in order with the others).
+    fn write(&self, cmd: redis::Cmd) -> Result<()> {
+        self.inner
+            .writes
+            .send(cmd)
+            .map_err(|_| Error::Unavailable("backend shut down".into()))
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -204,8 +224,11 @@ impl RedisBackend {
         let Some(conn) = slot.as_mut() else {
             return Ok(());
         };
-        let r: redis::RedisResult<Option<(String, String)>> =
-            bounded(redis::cmd("BLPOP").arg(marks).arg(secs).query_async(conn)).await;
+        let r: redis::RedisResult<Option<(String, String)>> = bounded_for(
+            CALL_TIMEOUT + Duration::from_secs_f64(secs),
+            redis::cmd("BLPOP").arg(marks).arg(secs).query_async(conn),
+        )
+        .await;
         if let Err(e) = r {
             // Drop the connection; the next wait makes a new one.
             *slot = None;
@@ -251,8 +274,16 @@ impl Inner {
             return;
         }
         if let Some(topic) = channel.strip_prefix(&self.keys.topic_prefix()) {
-            let Some((origin, frame)) = payload.split_once('\n') else {
+            let mut parts = payload.splitn(3, '\n');
+            let (Some(origin), Some(audience), Some(frame)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
                 return;
+            };
+            let audience = if audience == "p" {
+                Audience::PresenceWatchers
+            } else {
+                Audience::All
             };
             let frame = bytes::Bytes::copy_from_slice(frame.as_bytes());
             let gateways: Vec<String> = self
@@ -266,6 +297,7 @@ impl Inner {
                 if let Some(tx) = inboxes.get(&self.keys.inbox(&gw)) {
                     let _ = tx.send(Inbound::Topic {
                         topic: topic.to_owned(),
+                        audience,
                         frame: frame.clone(),
                     });
                 }
@@ -287,27 +319,24 @@ impl Inner {
     }
 }
 
-/// Publishes topic messages in the order they were handed over, pipelining whatever queued
-/// up meanwhile into one round trip. Ends when the backend is dropped.
-async fn publisher(
-    mut conn: ConnectionManager,
-    mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-) {
+/// Sends fire-and-forget writes in the order they were handed over, pipelining whatever
+/// queued up meanwhile into one round trip. Ends when the backend is dropped.
+async fn writer(mut conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<redis::Cmd>) {
     const MAX_BATCH: usize = 256;
     while let Some(first) = rx.recv().await {
         let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH").arg(first.0).arg(first.1).ignore();
+        pipe.add_command(first).ignore();
         for _ in 1..MAX_BATCH {
             match rx.try_recv() {
-                Ok((channel, payload)) => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                Ok(cmd) => {
+                    pipe.add_command(cmd).ignore();
                 }
                 Err(_) => break,
             }
         }
         let r: redis::RedisResult<()> = bounded(pipe.query_async(&mut conn)).await;
         if let Err(e) = r {
-            tracing::warn!(error = %e, "topic publish failed");
+            tracing::warn!(error = %e, "publish or presence write failed");
         }
     }
 }
@@ -768,6 +797,7 @@ impl JobQueue for RedisBackend {
     }
 }
 
+#[async_trait]
 impl Bus for RedisBackend {
     fn open_inbox(&self, gateway_id: &str) -> Result<mpsc::UnboundedReceiver<Inbound>> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -777,18 +807,27 @@ impl Bus for RedisBackend {
         Ok(rx)
     }
 
-    fn publish_topic(&self, origin: &str, topic: &str, frame: bytes::Bytes) -> Result<()> {
-        // Fire and forget: the publisher already delivered locally. The payload names the
-        // origin gateway so that it skips its own message when Redis echoes it back.
+    fn publish_topic(
+        &self,
+        origin: &str,
+        topic: &str,
+        audience: Audience,
+        frame: bytes::Bytes,
+    ) -> Result<()> {
+        // Fire and forget: the publisher already delivered locally. The payload is
+        // `origin\naudience\nframe`: the origin gateway skips its own message when Redis
+        // echoes it back; the audience is `a` (all) or `p` (presence watchers).
         let channel = self.keys().topic(topic);
-        let mut payload = Vec::with_capacity(origin.len() + 1 + frame.len());
+        let mut payload = Vec::with_capacity(origin.len() + 3 + frame.len());
         payload.extend_from_slice(origin.as_bytes());
-        payload.push(b'\n');
+        payload.extend_from_slice(match audience {
+            Audience::All => b"\na\n",
+            Audience::PresenceWatchers => b"\np\n",
+        });
         payload.extend_from_slice(&frame);
-        self.inner
-            .publishes
-            .send((channel, payload))
-            .map_err(|_| Error::Unavailable("backend shut down".into()))
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.write(cmd)
     }
 
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
@@ -828,5 +867,96 @@ impl Bus for RedisBackend {
                 .send(pubsub::Command::Unsubscribe(channel));
         }
         Ok(())
+    }
+
+    fn presence_join(&self, gateway_id: &str, topic: &str, conn: u64, user: &str) -> Result<()> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys().presence(topic))
+            .arg(Keys::presence_field(gateway_id, conn))
+            .arg(user);
+        self.write(cmd)
+    }
+
+    fn presence_leave(&self, gateway_id: &str, topic: &str, conn: u64) -> Result<()> {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.keys().presence(topic))
+            .arg(Keys::presence_field(gateway_id, conn));
+        self.write(cmd)
+    }
+
+    async fn presence(&self, topic: &str) -> Result<Presence> {
+        let k = self.keys();
+        let r: redis::RedisResult<Vec<redis::Value>> = bounded(
+            self.inner
+                .scripts
+                .presence
+                .key(k.presence(topic))
+                .key(k.gateways())
+                .arg(now_ms())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
+        let values = self.seen(r)?;
+        let mut it = values.into_iter();
+        let connections = match it.next() {
+            Some(redis::Value::Int(n)) => n.max(0) as u64,
+            _ => 0,
+        };
+        let users = it
+            .filter_map(|v| redis::from_redis_value::<String>(v).ok())
+            .collect();
+        Ok(Presence { users, connections })
+    }
+
+    async fn report(&self, report: &GatewayReport, ttl: Duration) -> Result<()> {
+        let k = self.keys();
+        let now = now_ms();
+        let ttl_ms = ttl.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(k.gateways())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZADD")
+            .arg(k.gateways())
+            .arg(now + ttl_ms)
+            .arg(&report.gateway_id)
+            .ignore()
+            .cmd("SET")
+            .arg(k.gateway_report(&report.gateway_id))
+            .arg(&report.stats)
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .ignore();
+        let r: redis::RedisResult<()> = bounded(pipe.query_async(&mut self.conn())).await;
+        self.seen(r)
+    }
+
+    async fn reports(&self) -> Result<Vec<GatewayReport>> {
+        let k = self.keys();
+        let r: redis::RedisResult<Vec<String>> = bounded(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(k.gateways())
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut self.conn()),
+        )
+        .await;
+        let ids = self.seen(r)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| k.gateway_report(id)).collect();
+        let r: redis::RedisResult<Vec<Option<String>>> =
+            bounded(redis::cmd("MGET").arg(keys).query_async(&mut self.conn())).await;
+        let stats = self.seen(r)?;
+        let mut v: Vec<GatewayReport> = ids
+            .into_iter()
+            .zip(stats)
+            .filter_map(|(gateway_id, s)| s.map(|stats| GatewayReport { gateway_id, stats }))
+            .collect();
+        v.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        Ok(v)
     }
 }

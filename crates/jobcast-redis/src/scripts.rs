@@ -15,6 +15,7 @@ pub struct Scripts {
     pub cancel: Script,
     pub listen: Script,
     pub tick: Script,
+    pub presence: Script,
 }
 
 impl Scripts {
@@ -29,6 +30,7 @@ impl Scripts {
             cancel: Script::new(include_str!("lua/cancel.lua")),
             listen: Script::new(include_str!("lua/listen.lua")),
             tick: Script::new(include_str!("lua/tick.lua")),
+            presence: Script::new(include_str!("lua/presence.lua")),
         }
     }
 }

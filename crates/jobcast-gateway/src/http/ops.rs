@@ -30,6 +30,19 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
+    // Queue depths are read at scrape time.
+    if let Ok(c) = gw.queue.counts().await {
+        for (state, n) in [
+            ("queued", c.queued),
+            ("delayed", c.delayed),
+            ("active", c.active),
+            ("completed", c.completed),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+        ] {
+            metrics::gauge!("jobcast_queue_jobs", "state" => state).set(n as f64);
+        }
+    }
     let mut r = crate::metrics::render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -49,29 +62,22 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     axum::Json(serde_json::json!({"status": "ready"})).into_response()
 }
 
-/// `GET /stats`: connections by user type and queue depths (PROTOCOL.md §6).
-pub async fn stats(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+/// `GET /stats[?scope=cluster]`: this gateway's stats, or every live gateway's summed.
+pub async fn stats(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
-    let conns = gw.hub.conns();
-    let mut by_type = std::collections::BTreeMap::<String, u64>::new();
-    for c in &conns {
-        *by_type
-            .entry(c.user_type.clone().unwrap_or_else(|| "default".into()))
-            .or_default() += 1;
-    }
-    let queue = match gw.queue.counts().await {
-        Ok(c) => serde_json::to_value(c).unwrap_or_default(),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
+    let cluster = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "scope=cluster"));
+    let v = if cluster {
+        crate::stats::cluster(&gw).await
+    } else {
+        crate::stats::local(&gw).await
     };
-    axum::Json(serde_json::json!({
-        "serverId": gw.config.server_id,
-        "totalConnections": conns.len(),
-        "uniqueUsers": gw.hub.unique_users(),
-        "byUserType": by_type,
-        "uptime": gw.started.elapsed().as_secs(),
-        "queue": queue,
-    }))
-    .into_response()
+    axum::Json(v).into_response()
 }

@@ -168,7 +168,11 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             conn: conn.clone(),
             claims: Arc::new(claims),
         });
-        gw2.subscribe(&conn, &jobcast_protocol::topics::user_topic(&cx.claims.sub));
+        gw2.subscribe(
+            &conn,
+            &jobcast_protocol::topics::user_topic(&cx.claims.sub),
+            false,
+        );
         session::run(cx, ws, rx).await;
     });
     let mut resp = Response::new(Body::empty());
