@@ -71,6 +71,7 @@ where
     method_registry(make().await).await;
     topics_reach_other_gateways_in_order(make().await).await;
     presence_and_reports(make().await).await;
+    operators_list_retry_and_purge(make().await).await;
 }
 
 /// Duplicate ids create nothing and report the existing job.
@@ -637,4 +638,90 @@ pub async fn presence_and_reports(b: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ids(b.bus.reports().await.unwrap()), vec!["gw-a"]);
     assert_eq!(b.bus.reports().await.unwrap()[0].stats, r#"{"id":"gw-a"}"#);
+}
+
+/// What `jobcast jobs` needs: listing by state in queue order, retrying dead jobs, purging.
+pub async fn operators_list_retry_and_purge(b: Backend) {
+    let with = |priority: u16, delay_ms: u64| {
+        job(
+            "m",
+            JobOptions {
+                priority,
+                delay_ms,
+                ..Default::default()
+            },
+        )
+    };
+    let (a, pb, c, d) = (with(0, 0), with(5, 0), with(0, 0), with(0, 60_000));
+    let ids: Vec<String> = [&a, &pb, &c, &d].iter().map(|j| j.id.clone()).collect();
+    for j in [a, pb, c, d] {
+        b.queue.enqueue(j, GW).await.unwrap();
+    }
+    let listed = |v: Vec<crate::JobSnapshot>| v.into_iter().map(|s| s.job_id).collect::<Vec<_>>();
+    let queued = listed(b.queue.list(JobState::Queued, 0, 10).await.unwrap());
+    assert_eq!(queued, vec![ids[1].clone(), ids[0].clone(), ids[2].clone()]);
+    assert_eq!(
+        listed(b.queue.list(JobState::Queued, 1, 1).await.unwrap()),
+        vec![ids[0].clone()]
+    );
+    assert_eq!(
+        listed(b.queue.list(JobState::Delayed, 0, 10).await.unwrap()),
+        vec![ids[3].clone()]
+    );
+    // The best job runs and dies; it is listed as failed, then retried from attempt 1.
+    let claimed = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].lease.job_id, ids[1]);
+    assert_eq!(
+        listed(b.queue.list(JobState::Active, 0, 10).await.unwrap()),
+        vec![ids[1].clone()]
+    );
+    let failure = AttemptFailure::Error {
+        message: "bad".into(),
+        retryable: false,
+    };
+    b.queue.fail(&claimed[0].lease, failure).await.unwrap();
+    assert_eq!(
+        listed(b.queue.list(JobState::Failed, 0, 10).await.unwrap()),
+        vec![ids[1].clone()]
+    );
+    let r = b.queue.retry(&ids[1]).await.unwrap().unwrap();
+    assert!(r.retried);
+    assert_eq!(r.state, JobState::Queued);
+    let snap = b.queue.snapshot(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((snap.state, snap.attempt), (JobState::Queued, 0));
+    assert!(snap.error.is_none() && snap.finished_at.is_none());
+    assert_eq!(b.queue.counts().await.unwrap().failed, 0);
+    assert_eq!(b.queue.counts().await.unwrap().queued, 3);
+    let again = b.queue.retry(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((again.retried, again.state), (false, JobState::Queued));
+    assert!(b.queue.retry("nope").await.unwrap().is_none());
+    // The retried job is claimable again (a worker blocked in claim is woken).
+    let c2 = b
+        .queue
+        .claim("w", &methods(&["m"]), 3, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(c2.len(), 3);
+    assert_eq!(c2[0].attempt, 1);
+    for cj in &c2 {
+        b.queue.complete(&cj.lease, raw("1")).await.unwrap();
+    }
+    b.queue.cancel(&ids[3]).await.unwrap();
+    // Purge by state and end time.
+    let future = crate::now_ms() + 1000;
+    assert_eq!(b.queue.purge(JobState::Failed, future).await.unwrap(), 0);
+    assert_eq!(b.queue.purge(JobState::Completed, 0).await.unwrap(), 0);
+    assert_eq!(b.queue.purge(JobState::Completed, future).await.unwrap(), 3);
+    assert!(b.queue.snapshot(&ids[0]).await.unwrap().is_none());
+    let counts = b.queue.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.cancelled), (0, 1));
+    assert_eq!(
+        listed(b.queue.list(JobState::Cancelled, 0, 10).await.unwrap()),
+        vec![ids[3].clone()]
+    );
+    assert_eq!(b.queue.purge(JobState::Queued, future).await.unwrap(), 0);
 }

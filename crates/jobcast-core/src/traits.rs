@@ -4,7 +4,8 @@
 
 use crate::{
     AttemptFailure, Audience, Cancelled, ClaimedJob, Enqueued, FailOutcome, GatewayReport, Inbound,
-    JobSnapshot, Lease, MethodInfo, NewJob, Presence, QueueCounts, Result, WorkerAnnouncement,
+    JobSnapshot, JobState, Lease, MethodInfo, NewJob, Presence, QueueCounts, Result, Retried,
+    WorkerAnnouncement,
 };
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -75,6 +76,21 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Job counts by state.
     async fn counts(&self) -> Result<QueueCounts>;
+
+    /// Jobs in `state`, page `offset..offset + limit`: queued ones in the order workers will
+    /// take them (per method), delayed ones by run time, active ones by lease deadline, ended
+    /// ones by end time, oldest first.
+    async fn list(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobSnapshot>>;
+
+    /// Runs a failed or cancelled job again, from its first attempt, as a queued job with a
+    /// new place at the back of its priority (its id, owner, params and options are kept; its
+    /// result, error and progress are cleared). Any other state is left as it is
+    /// (`retried: false`). `None` for an unknown job.
+    async fn retry(&self, job_id: &str) -> Result<Option<Retried>>;
+
+    /// Deletes the ended jobs in `state` (completed, failed or cancelled) that ended before
+    /// `before_ms` (ms since the epoch); returns how many.
+    async fn purge(&self, state: JobState, before_ms: u64) -> Result<u64>;
 
     /// Whether the backend is reachable and accepting work.
     fn is_ready(&self) -> bool;

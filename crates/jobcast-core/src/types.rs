@@ -191,6 +191,15 @@ pub struct Cancelled {
     pub state: JobState,
 }
 
+/// What [`crate::JobQueue::retry`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retried {
+    /// Whether the job was put back in the queue (false: it was not failed or cancelled).
+    pub retried: bool,
+    /// The job's state after the call.
+    pub state: JobState,
+}
+
 /// Identifies one claim of a job: a lease ends when its token no longer matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lease {

@@ -9,8 +9,8 @@ mod store;
 use async_trait::async_trait;
 use jobcast_core::{
     AttemptFailure, Audience, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome,
-    GatewayReport, Inbound, JobQueue, JobSnapshot, Lease, MethodInfo, NewJob, Presence,
-    QueueCounts, Result, WorkerAnnouncement, now_ms,
+    GatewayReport, Inbound, JobQueue, JobSnapshot, JobState, Lease, MethodInfo, NewJob, Presence,
+    QueueCounts, Result, Retried, WorkerAnnouncement, now_ms,
 };
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -341,6 +341,26 @@ impl JobQueue for Embedded {
 
     async fn counts(&self) -> Result<QueueCounts> {
         Ok(self.inner.state.lock().counts())
+    }
+
+    async fn list(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobSnapshot>> {
+        Ok(self.inner.state.lock().list(state, offset, limit))
+    }
+
+    async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
+        self.check_open()?;
+        let (out, fx, ack) = self.change(true, |st| Ok(st.retry(job_id)))?;
+        self.finish(fx, ack).await?;
+        Ok(out)
+    }
+
+    async fn purge(&self, state: JobState, before_ms: u64) -> Result<u64> {
+        if !state.is_terminal() {
+            return Ok(0);
+        }
+        let (n, fx, ack) = self.change(true, |st| Ok(st.purge_state(state, before_ms)))?;
+        self.finish(fx, ack).await?;
+        Ok(n)
     }
 
     fn is_ready(&self) -> bool {

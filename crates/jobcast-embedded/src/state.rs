@@ -5,7 +5,7 @@
 
 use jobcast_core::{
     AttemptFailure, Cancelled, Enqueued, FailOutcome, JobError, JobEvent, JobSnapshot, JobState,
-    Lease, NewJob, QueueCounts,
+    Lease, NewJob, QueueCounts, Retried,
 };
 use jobcast_protocol::{ErrorCode, JobOptions, RequestId};
 use serde::{Deserialize, Serialize};
@@ -602,6 +602,93 @@ impl State {
             fx.writes.push((id, None));
         }
         fx
+    }
+
+    /// Jobs in `state`, in the order [`jobcast_core::JobQueue::list`] gives.
+    pub fn list(&self, state: JobState, offset: usize, limit: usize) -> Vec<JobSnapshot> {
+        let ids: Box<dyn Iterator<Item = &String>> = match state {
+            JobState::Queued => {
+                let mut keys: Vec<&ReadyKey> = self.ready.values().flatten().collect();
+                keys.sort();
+                Box::new(keys.into_iter().map(|(_, _, id)| id))
+            }
+            JobState::Delayed => Box::new(self.delayed.iter().map(|(_, _, id)| id)),
+            JobState::Active => Box::new(self.deadlines.iter().map(|(_, id)| id)),
+            _ => Box::new(
+                self.ended
+                    .iter()
+                    .map(|(_, id)| id)
+                    .filter(move |id| self.jobs.get(*id).is_some_and(|r| r.state == state)),
+            ),
+        };
+        ids.skip(offset)
+            .take(limit)
+            .filter_map(|id| self.snapshot(id))
+            .collect()
+    }
+
+    /// Puts a failed or cancelled job back in the queue from its first attempt.
+    pub fn retry(&mut self, job_id: &str) -> (Option<Retried>, Effects) {
+        let mut fx = Effects::default();
+        let Some(rec) = self.jobs.get(job_id) else {
+            return (None, fx);
+        };
+        if !matches!(rec.state, JobState::Failed | JobState::Cancelled) {
+            let state = rec.state;
+            return (
+                Some(Retried {
+                    retried: false,
+                    state,
+                }),
+                fx,
+            );
+        }
+        let (old_state, ended_at) = (rec.state, rec.finished_at.unwrap_or(0));
+        self.ended.remove(&(ended_at, job_id.to_owned()));
+        let n = self.ended_counts.entry(old_state).or_default();
+        *n = n.saturating_sub(1);
+        let seq = self.next_seq();
+        let Some(rec) = self.jobs.get_mut(job_id) else {
+            return (None, fx);
+        };
+        rec.attempt = 0;
+        rec.stalls = 0;
+        rec.progress = None;
+        rec.result = None;
+        rec.error = None;
+        rec.started_at = None;
+        rec.finished_at = None;
+        make_ready(&mut self.ready, rec, seq);
+        self.open_jobs += 1;
+        fx.persist(rec);
+        fx.wake = true;
+        (
+            Some(Retried {
+                retried: true,
+                state: JobState::Queued,
+            }),
+            fx,
+        )
+    }
+
+    /// Deletes the ended jobs in `state` that ended before `before`; returns how many.
+    pub fn purge_state(&mut self, state: JobState, before: u64) -> (u64, Effects) {
+        let mut fx = Effects::default();
+        let doomed: Vec<(u64, String)> = self
+            .ended
+            .iter()
+            .take_while(|(t, _)| *t < before)
+            .filter(|(_, id)| self.jobs.get(id).is_some_and(|r| r.state == state))
+            .cloned()
+            .collect();
+        for (t, id) in &doomed {
+            self.ended.remove(&(*t, id.clone()));
+            self.jobs.remove(id);
+            fx.writes.push((id.clone(), None));
+        }
+        let n = self.ended_counts.entry(state).or_default();
+        *n = n.saturating_sub(doomed.len() as u64);
+        (doomed.len() as u64, fx)
     }
 
     /// Counts by state.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use jobcast_core::{
     AttemptFailure, Audience, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome,
     GatewayReport, Inbound, JobQueue, JobSnapshot, JobState, Lease, MethodInfo, NewJob, Presence,
-    QueueCounts, Result, WorkerAnnouncement, now_ms,
+    QueueCounts, Result, Retried, WorkerAnnouncement, now_ms,
 };
 use keys::Keys;
 use parking_lot::Mutex;
@@ -792,8 +792,165 @@ impl JobQueue for RedisBackend {
         })
     }
 
+    async fn list(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobSnapshot>> {
+        let k = self.keys();
+        let ids: Vec<String> = match state {
+            JobState::Queued => self.queued_ids(offset, limit).await?,
+            JobState::Delayed | JobState::Active => {
+                let key = if state == JobState::Delayed {
+                    k.delayed()
+                } else {
+                    k.active()
+                };
+                let r = bounded(
+                    redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg(offset)
+                        .arg(offset + limit.max(1) - 1)
+                        .query_async(&mut self.conn()),
+                )
+                .await;
+                self.seen(r)?
+            }
+            _ => {
+                let r = bounded(
+                    self.inner
+                        .scripts
+                        .list_ended
+                        .key(k.ended())
+                        .arg(state.as_str())
+                        .arg(offset)
+                        .arg(limit)
+                        .arg(k.job_prefix())
+                        .invoke_async(&mut self.conn()),
+                )
+                .await;
+                self.seen(r)?
+            }
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids.iter().take(limit) {
+            if let Some(s) = self.snapshot(id).await? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
+        let k = self.keys();
+        let r: redis::RedisResult<(i64, String)> = bounded(
+            self.inner
+                .scripts
+                .retry
+                .key(k.job(job_id))
+                .key(k.ended())
+                .key(k.seq())
+                .key(k.open())
+                .key(k.ends())
+                .arg(job_id)
+                .arg(k.ready_prefix())
+                .arg(k.mark_prefix())
+                .invoke_async(&mut self.conn()),
+        )
+        .await;
+        let (code, state) = self.seen(r)?;
+        if code < 0 {
+            return Ok(None);
+        }
+        Ok(Some(Retried {
+            retried: code == 1,
+            state: state_of(&state)?,
+        }))
+    }
+
+    async fn purge(&self, state: JobState, before_ms: u64) -> Result<u64> {
+        if !state.is_terminal() {
+            return Ok(0);
+        }
+        const BATCH: usize = 500;
+        let k = self.keys();
+        let (mut deleted, mut offset) = (0u64, 0usize);
+        loop {
+            let r: redis::RedisResult<(u64, usize, usize)> = bounded(
+                self.inner
+                    .scripts
+                    .purge
+                    .key(k.ended())
+                    .key(k.ends())
+                    .arg(state.as_str())
+                    .arg(before_ms)
+                    .arg(k.job_prefix())
+                    .arg(k.listeners_prefix())
+                    .arg(BATCH)
+                    .arg(offset)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+            let (n, kept, scanned) = self.seen(r)?;
+            deleted += n;
+            offset += kept;
+            if scanned < BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Relaxed)
+    }
+}
+
+impl RedisBackend {
+    /// Ids of queued jobs across every method's ready set, in claim order (priority, then
+    /// sequence), page `offset..offset + limit`.
+    async fn queued_ids(&self, offset: usize, limit: usize) -> Result<Vec<String>> {
+        let pattern = format!("{}*", self.keys().ready_prefix());
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let r: redis::RedisResult<(u64, Vec<String>)> = bounded(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await;
+            let (next, batch) = self.seen(r)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut all: Vec<(u64, String)> = Vec::new();
+        for key in keys {
+            let r: redis::RedisResult<Vec<(String, f64)>> = bounded(
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(offset + limit)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn),
+            )
+            .await;
+            all.extend(
+                self.seen(r)?
+                    .into_iter()
+                    .map(|(id, score)| (score as u64, id)),
+            );
+        }
+        all.sort();
+        Ok(all
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, id)| id)
+            .collect())
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Scripts {
     pub listen: Script,
     pub tick: Script,
     pub presence: Script,
+    pub retry: Script,
+    pub purge: Script,
+    pub list_ended: Script,
 }
 
 impl Scripts {
@@ -31,6 +34,9 @@ impl Scripts {
             listen: Script::new(include_str!("lua/listen.lua")),
             tick: Script::new(include_str!("lua/tick.lua")),
             presence: Script::new(include_str!("lua/presence.lua")),
+            retry: Script::new(include_str!("lua/retry.lua")),
+            purge: Script::new(include_str!("lua/purge.lua")),
+            list_ended: Script::new(include_str!("lua/list_ended.lua")),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The `jobcast` binary: `serve` (everything in one process on the embedded store), `gateway`
 //! and `worker` (the distributed deployment on Redis), `token` (mint a dev token) and `call`
-//! (call a method from the command line) and `bench` (load generators for any server that
-//! speaks the protocol).
+//! (call a method from the command line), `jobs` (operators' view of the queue) and `bench`
+//! (load generators for any server that speaks the protocol).
 
 mod bench;
 mod call;
 mod distributed;
 mod gateway;
+mod jobs;
 mod serve;
 mod settings;
 
@@ -34,6 +35,8 @@ enum Command {
     Call(call::CallArgs),
     /// Load generators: drive any server speaking the protocol and report rates and latency.
     Bench(bench::BenchArgs),
+    /// Operators: list, show, retry, cancel and purge jobs through a gateway's server API.
+    Jobs(jobs::JobsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(a) => settings::token(a).map(|()| 0),
         Command::Call(a) => runtime().and_then(|rt| rt.block_on(call::run(a))),
         Command::Bench(a) => runtime().and_then(|rt| rt.block_on(bench::run(a))),
+        Command::Jobs(a) => runtime().and_then(|rt| rt.block_on(jobs::run(a))),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -66,7 +66,7 @@ async fn every_documented_route_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, 15);
     // Undocumented routes and methods are problems too.
     let r = http(s.addr, "GET", "/v2/nothing", Some(KEY), None).await;
     assert_eq!(r.status, 404);
@@ -418,4 +418,97 @@ async fn metrics_scrape_parses() {
     // rpc.welcome, job.accepted, two final responses.
     assert!(m["jobcast_messages_sent_total"] >= 4.0, "{}", r.body);
     assert!(r.body.contains("# TYPE jobcast_job_calls_total counter"));
+}
+
+#[tokio::test]
+async fn jobs_command_for_operators() {
+    let s = Server::start(&["--api-key", KEY]);
+    let url = format!("http://{}", s.addr);
+    let jobs = |args: &[&str]| {
+        let mut all = vec!["jobs", "--url", url.as_str(), "--api-key", KEY];
+        all.extend_from_slice(args);
+        jobcast(&all)
+    };
+    // A job that dies, and one cancelled before it runs.
+    let r = post(
+        s.addr,
+        "/v1/jobs",
+        json!({"method": "demo.fail", "params": {"times": 1}, "jobId": "dies"}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_job(s.addr, "dies", "failed").await;
+    post(
+        s.addr,
+        "/v1/jobs",
+        json!({"method": "demo.echo", "params": {"x": 1}, "jobId": "later", "options": {"delayMs": 60000}}),
+    )
+    .await;
+
+    let (code, out, err) = jobs(&["list", "--state", "failed"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("dies ") && l.contains("demo.fail")),
+        "{out}"
+    );
+    let (code, out, _) = jobs(&["list", "--state", "delayed", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["jobs"][0]["jobId"], "later");
+
+    let (code, out, _) = jobs(&["cancel", "later"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"cancelled": true, "state": "cancelled"})
+    );
+    // Retrying the cancelled job runs it now; retrying the dead one runs it again.
+    let (code, out, _) = jobs(&["retry", "later"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, r#"{"retried":true,"state":"queued"}"#)
+    );
+    assert_eq!(
+        wait_job(s.addr, "later", "completed").await["result"],
+        json!({"x": 1})
+    );
+    let (code, _, _) = jobs(&["retry", "dies"]);
+    assert_eq!(code, 0);
+    let again = wait_job(s.addr, "dies", "failed").await;
+    assert_eq!(again["attempt"], 1);
+    let (code, out, _) = jobs(&["retry", "later"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, r#"{"retried":false,"state":"completed"}"#)
+    );
+
+    let (code, out, _) = jobs(&["show", "later"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["state"],
+        "completed"
+    );
+    let (code, out, _) = jobs(&["purge", "--state", "completed"]);
+    assert_eq!((code, out.trim()), (0, r#"{"purged":1}"#));
+    let (code, out, _) = jobs(&["purge", "--state", "failed", "--older-than", "1h"]);
+    assert_eq!((code, out.trim()), (0, r#"{"purged":0}"#));
+
+    // Refusals: exit 1 with the problem on stderr.
+    let (code, _, err) = jobs(&["show", "later"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("-32004"), "{err}");
+    let (code, _, err) = jobs(&["list", "--state", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("400"), "{err}");
+    let (code, _, err) = jobs(&["purge", "--state", "active"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only ended jobs"), "{err}");
+    let (code, _, err) = jobs(&["purge", "--state", "failed", "--older-than", "soon"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("olderThan"), "{err}");
+    let (code, _, _) = jobcast(&["jobs", "--url", &url, "--api-key", "wrong", "list"]);
+    assert_eq!(code, 1);
+    let (code, _, err) = jobcast(&["jobs", "--url", "ftp://x", "--api-key", KEY, "list"]);
+    assert_eq!(code, 2, "{err}");
 }

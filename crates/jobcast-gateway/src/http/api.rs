@@ -8,12 +8,12 @@ use crate::{
     submit::{self, CallError, not_found, queue_error},
 };
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use jobcast_core::BROADCAST_TOPIC;
+use jobcast_core::{BROADCAST_TOPIC, JobSnapshot, JobState};
 use jobcast_protocol::{
     ErrorCode, outbound,
     topics::{user_topic, validate_topic},
@@ -108,6 +108,147 @@ async fn submit_inner(gw: &Gateway, b: SubmitBody) -> Result<Response, CallError
     })))
 }
 
+/// A snapshot as the server API shows it: with `userId`, the owner (absent for none).
+fn snapshot_json(s: &JobSnapshot) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if !s.owner.is_empty() {
+        v["userId"] = s.owner.clone().into();
+    }
+    v
+}
+
+/// The query of the list and purge routes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    state: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+    /// Purge: only jobs that ended at least this long ago (`30s`, `10m`, `24h`, `7d`).
+    #[serde(rename = "olderThan")]
+    older_than: Option<String>,
+}
+
+fn parse_state(s: Option<&str>) -> Result<JobState, Problem> {
+    let s = s.ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "state is required"))?;
+    JobState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "state must be queued, delayed, active, completed, failed or cancelled",
+            )
+        })
+}
+
+/// `GET /v1/jobs?state=S[&offset=N][&limit=N]` → `{"state","offset","jobs":[snapshot…]}` in the
+/// order of [`jobcast_core::JobQueue::list`]; `limit` defaults to 50, at most 1000.
+pub async fn list_jobs(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let state = match parse_state(q.state.as_deref()) {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    match gw.queue.list(state, q.offset, limit).await {
+        Ok(jobs) => axum::Json(json!({
+            "state": state,
+            "offset": q.offset,
+            "jobs": jobs.iter().map(snapshot_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => queue_error(e).into_response(),
+    }
+}
+
+/// `DELETE /v1/jobs?state=completed|failed|cancelled[&olderThan=24h]` → `{"purged": n}`.
+pub async fn purge_jobs(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let state = match parse_state(q.state.as_deref()) {
+        Ok(s) if s.is_terminal() => s,
+        Ok(_) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "only ended jobs are purged: state must be completed, failed or cancelled",
+            )
+            .into_response();
+        }
+        Err(p) => return p.into_response(),
+    };
+    let age = match q.older_than.as_deref().map(parse_age).transpose() {
+        Ok(a) => a.unwrap_or(0),
+        Err(p) => return p.into_response(),
+    };
+    let before = jobcast_core::now_ms().saturating_sub(age);
+    match gw.queue.purge(state, before).await {
+        Ok(n) => axum::Json(json!({"purged": n})).into_response(),
+        Err(e) => queue_error(e).into_response(),
+    }
+}
+
+/// `30s`, `10m`, `24h`, `7d` or plain milliseconds, in milliseconds.
+fn parse_age(s: &str) -> Result<u64, Problem> {
+    let bad = || {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "olderThan must look like 30s, 10m, 24h or 7d",
+        )
+    };
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms).ok_or_else(bad)
+}
+
+/// `POST /v1/jobs/{jobId}/retry` → `{"retried","state"}`: a failed or cancelled job runs again
+/// from its first attempt.
+pub async fn retry_job(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(p) = require_api_key(&gw, &headers) {
+        return p.into_response();
+    }
+    if validate_job_id(&job_id).is_err() {
+        return not_found().into_response();
+    }
+    match gw.queue.retry(&job_id).await {
+        Ok(Some(r)) => axum::Json(json!({"retried": r.retried, "state": r.state})).into_response(),
+        Ok(None) => not_found().into_response(),
+        Err(e) => queue_error(e).into_response(),
+    }
+}
+
 /// `GET /v1/jobs/{jobId}` → the job snapshot, with `userId` (its owner; absent for none).
 pub async fn job_snapshot(
     State(gw): State<Arc<Gateway>>,
@@ -121,13 +262,7 @@ pub async fn job_snapshot(
         return not_found().into_response();
     }
     match gw.queue.snapshot(&job_id).await {
-        Ok(Some(s)) => {
-            let mut v = serde_json::to_value(&s).unwrap_or_default();
-            if !s.owner.is_empty() {
-                v["userId"] = s.owner.into();
-            }
-            axum::Json(v).into_response()
-        }
+        Ok(Some(s)) => axum::Json(snapshot_json(&s)).into_response(),
         Ok(None) => not_found().into_response(),
         Err(e) => queue_error(e).into_response(),
     }

@@ -29,8 +29,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/stats"),
     ("get", "/openapi.json"),
     ("post", "/v1/jobs"),
+    ("get", "/v1/jobs"),
+    ("delete", "/v1/jobs"),
     ("get", "/v1/jobs/{jobId}"),
     ("delete", "/v1/jobs/{jobId}"),
+    ("post", "/v1/jobs/{jobId}/retry"),
     ("post", "/v1/publish"),
     ("post", "/v1/users/{userId}/send"),
     ("post", "/v1/broadcast"),
@@ -107,7 +110,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/stats", get(ops::stats))
         .route("/openapi.json", get(ops::openapi))
-        .route("/v1/jobs", post(api::submit_job))
+        .route(
+            "/v1/jobs",
+            post(api::submit_job)
+                .get(api::list_jobs)
+                .delete(api::purge_jobs),
+        )
+        .route("/v1/jobs/{jobId}/retry", post(api::retry_job))
         .route(
             "/v1/jobs/{jobId}",
             get(api::job_snapshot).delete(api::cancel_job),
