@@ -224,6 +224,9 @@ pub struct ClaimedJob {
     pub attempts: u32,
     /// This attempt's time limit.
     pub timeout: Option<Duration>,
+    /// When the job became due (ms since the epoch): its creation, the end of its delay or
+    /// of its retry backoff. The wait until the claim is queue latency.
+    pub due_at_ms: u64,
     /// Fires when the job is cancelled or the lease is lost: the handler must stop.
     pub cancel: CancellationToken,
 }

@@ -403,6 +403,7 @@ impl State {
                 attempt: rec.attempt,
                 attempts: rec.options.attempts,
                 timeout: rec.options.timeout_ms.map(std::time::Duration::from_millis),
+                due_at_ms: rec.run_at,
                 cancel,
             });
         }

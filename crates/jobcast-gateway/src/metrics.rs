@@ -15,6 +15,11 @@
 //! | `jobcast_slow_consumer_disconnects_total` | counter | | connections closed because their outbound queue was full |
 //! | `jobcast_queue_jobs` | gauge | `state` | jobs by state (ended ones within retention), read at scrape time |
 //! | `jobcast_redis_call_seconds` | histogram | | round trip of each Redis call of this process (Redis backend) |
+//! | `jobcast_job_wait_seconds` | histogram | | queued → active: from when a job was due to its claim (recorded by workers) |
+//! | `jobcast_job_run_seconds` | histogram | `method`, `outcome` | active → done: one attempt's run (recorded by workers) |
+//!
+//! Workers record their metrics in their own process: in `jobcast serve` they appear here; a
+//! `jobcast worker` serves them with `--metrics-listen`.
 //!
 //! One recorder serves the whole process (every gateway in it); it is installed on first use.
 
@@ -92,6 +97,16 @@ fn describe() {
         "Connections closed because their outbound queue was full"
     );
     describe_gauge!("jobcast_queue_jobs", "Jobs by state, read at scrape time");
+    describe_histogram!(
+        "jobcast_job_wait_seconds",
+        Unit::Seconds,
+        "From when a job was due to its claim by a worker"
+    );
+    describe_histogram!(
+        "jobcast_job_run_seconds",
+        Unit::Seconds,
+        "One attempt's run, by method and outcome"
+    );
     describe_histogram!(
         "jobcast_redis_call_seconds",
         Unit::Seconds,

@@ -542,13 +542,13 @@ impl JobQueue for RedisBackend {
                 .arg(format!("{worker_id}-{n}-"))
                 .arg(k.job_prefix())
                 .arg(methods.len());
-            let r: redis::RedisResult<Vec<(String, String, String, u32, u32, String, String)>> =
-                bounded(inv.invoke_async(&mut self.conn())).await;
+            type Row = (String, String, String, u32, u32, String, String, String);
+            let r: redis::RedisResult<Vec<Row>> = bounded(inv.invoke_async(&mut self.conn())).await;
             let rows = self.seen(r)?;
             if !rows.is_empty() {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut running = self.inner.running.lock();
-                for (id, method, params, attempt, attempts, timeout, token) in rows {
+                for (id, method, params, attempt, attempts, timeout, token, due) in rows {
                     let cancel = CancellationToken::new();
                     running.insert(id.clone(), (token.clone(), cancel.clone()));
                     out.push(ClaimedJob {
@@ -559,6 +559,7 @@ impl JobQueue for RedisBackend {
                         attempt,
                         attempts,
                         timeout: timeout.parse::<u64>().ok().map(Duration::from_millis),
+                        due_at_ms: due.parse().unwrap_or(0),
                         cancel,
                     });
                 }

@@ -300,6 +300,10 @@ async fn heartbeat(
 /// Runs one attempt: the handler in its own task (so a timeout or cancellation aborts it at
 /// its next await, and a panic becomes a failure), then reports the outcome.
 async fn execute(queue: Arc<dyn JobQueue>, handler: BoxedHandler, job: ClaimedJob) {
+    let waited_ms = jobcast_core::now_ms().saturating_sub(job.due_at_ms);
+    metrics::histogram!("jobcast_job_wait_seconds").record(waited_ms as f64 / 1000.0);
+    let started = std::time::Instant::now();
+    let method = job.method.clone();
     let ctx = Context {
         lease: job.lease.clone(),
         queue: queue.clone(),
@@ -331,6 +335,14 @@ async fn execute(queue: Arc<dyn JobQueue>, handler: BoxedHandler, job: ClaimedJo
     if !task.is_finished() {
         task.abort();
     }
+    let outcome = match &end {
+        End::Done(Ok(_)) => "completed",
+        End::Done(Err(_)) | End::Panicked(_) => "failed",
+        End::TimedOut => "timed_out",
+        End::Cancelled => "cancelled",
+    };
+    metrics::histogram!("jobcast_job_run_seconds", "method" => method, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
     let lease = &job.lease;
     let reported = match end {
         End::Done(Ok(result)) => queue.complete(lease, result).await,

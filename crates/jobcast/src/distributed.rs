@@ -97,6 +97,37 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long running jobs get to finish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Serve this worker's Prometheus metrics at `http://ADDR/metrics` (no authentication:
+    /// bind it to a private address).
+    #[arg(long, env = "JOBCAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Serves `/metrics` for a process that has no gateway (a worker).
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    jobcast_gateway::metrics::handle();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-listen {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                jobcast_gateway::metrics::render(),
+            )
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(local)
 }
 
 /// Runs `worker`.
@@ -118,8 +149,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         ..WorkerConfig::default()
     };
     let worker = builder.config(config).build(Arc::new(backend.clone()));
+    let metrics = match args.metrics_listen {
+        Some(addr) => format!(", metrics on http://{}/metrics", serve_metrics(addr).await?),
+        None => String::new(),
+    };
     println!(
-        "jobcast worker {} serving {} on {}",
+        "jobcast worker {} serving {} on {}{metrics}",
         worker.id(),
         methods.join(","),
         args.redis.redis_url

@@ -389,7 +389,7 @@ async fn metrics_scrape_parses() {
     let s = Server::start(&["--api-key", KEY]);
     let mut ws = s.connect("alice").await;
     let id = ws.job("demo.echo", json!({}), json!({})).await;
-    ws.final_for(&id).await;
+    assert_eq!(ws.final_for(&id).await["result"], json!({}));
     let bad = ws.job("no.such", json!({}), json!({})).await;
     ws.final_for(&bad).await;
     let r = http(s.addr, "GET", "/metrics", None, None).await;
@@ -418,6 +418,51 @@ async fn metrics_scrape_parses() {
     // rpc.welcome, job.accepted, two final responses.
     assert!(m["jobcast_messages_sent_total"] >= 4.0, "{}", r.body);
     assert!(r.body.contains("# TYPE jobcast_job_calls_total counter"));
+    // The worker of `serve` records into the same registry.
+    assert_eq!(m["jobcast_job_wait_seconds_count"], 1.0, "{}", r.body);
+    assert_eq!(
+        m[r#"jobcast_job_run_seconds_count{method="demo.echo",outcome="completed"}"#],
+        1.0
+    );
+    assert_eq!(m[r#"jobcast_queue_jobs{state="completed"}"#], 1.0);
+}
+
+#[tokio::test]
+async fn worker_and_gateway_metrics_on_redis() {
+    let redis = RedisServer::start().unwrap();
+    let gw = Server::start_gateway(&redis.url(), &with_key(&[]));
+    let flags: Vec<String> = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+    let (_worker, banner) = spawn_worker_with_banner(&redis.url(), &flags);
+    let addr: std::net::SocketAddr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {banner}"));
+    wait_for_worker(&redis.url());
+    let mut ws = gw.connect("alice").await;
+    for i in 0..3 {
+        let id = ws.job("demo.echo", json!({"i": i}), json!({})).await;
+        assert_eq!(ws.final_for(&id).await["result"], json!({"i": i}));
+    }
+    let w = http(addr, "GET", "/metrics", None, None).await;
+    assert_eq!(w.status, 200);
+    let m = parse_prometheus(&w.body);
+    assert_eq!(
+        m.get("jobcast_job_wait_seconds_count"),
+        Some(&3.0),
+        "{}",
+        w.body
+    );
+    assert_eq!(
+        m[r#"jobcast_job_run_seconds_count{method="demo.echo",outcome="completed"}"#],
+        3.0
+    );
+    assert!(m["jobcast_redis_call_seconds_count"] >= 3.0);
+    let g = http(gw.addr, "GET", "/metrics", Some(KEY), None).await;
+    let m = parse_prometheus(&g.body);
+    assert!(m["jobcast_redis_call_seconds_count"] >= 3.0, "{}", g.body);
+    assert_eq!(m["jobcast_job_submit_to_response_seconds_count"], 3.0);
 }
 
 #[tokio::test]

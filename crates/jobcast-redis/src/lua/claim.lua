@@ -4,7 +4,7 @@
 -- ARGV: 1 now ms, 2 lease ms, 3 max jobs, 4 worker id, 5 token prefix (unique per call),
 --       6 job key prefix {q}:j:, 7 n (number of methods)
 -- Work left behind gets its marker back, so other waiting workers wake for it.
--- Returns a list of {id, method, params, attempt, attempts, timeout ms or '', token}.
+-- Returns a list of {id, method, params, attempt, attempts, timeout ms or '', token, due ms}.
 local now = tonumber(ARGV[1])
 local n_methods = tonumber(ARGV[7])
 local out = {}
@@ -24,8 +24,8 @@ for n = 1, tonumber(ARGV[3]) do
   local tok = ARGV[5] .. n
   redis.call('HSET', jk, 's', 'active', 'sa', ARGV[1], 'w', ARGV[4], 'tok', tok)
   redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), id)
-  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo')
-  out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok}
+  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra')
+  out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
 end
 for i = 2, n_methods + 1 do
   if redis.call('ZCARD', KEYS[i]) > 0 then

@@ -228,6 +228,11 @@ impl Drop for Proc {
 
 /// Starts `jobcast worker` on `redis_url`.
 pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Proc {
+    spawn_worker_with_banner(redis_url, flags).0
+}
+
+/// Starts `jobcast worker` on `redis_url`; returns it with the line it printed on start.
+pub fn spawn_worker_with_banner(redis_url: &str, flags: &[String]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
         .args(["worker", "--redis", redis_url])
         .args(flags)
@@ -238,7 +243,7 @@ pub fn spawn_worker(redis_url: &str, flags: &[String]) -> Proc {
         .unwrap();
     let b = banner(&mut child);
     assert!(b.starts_with("jobcast worker"), "{b}");
-    Proc(child)
+    (Proc(child), b)
 }
 
 /// Waits until a worker has announced its methods in Redis.
