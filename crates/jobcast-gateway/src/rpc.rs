@@ -152,13 +152,7 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
         }
         "rpc.subscribe" => {
             let p: TopicParam = params(req)?;
-            check_topic(&p.topic)?;
-            if !cx.claims.may_subscribe(&p.topic) {
-                return Err(CallError::new(
-                    ErrorCode::Forbidden,
-                    "forbidden: token does not allow this topic",
-                ));
-            }
+            may_subscribe(cx, &p.topic)?;
             if cx.conn.topic_count() >= gw.config.max_topics_per_conn {
                 return Err(CallError::new(
                     ErrorCode::Overloaded,
@@ -170,13 +164,7 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
         }
         "rpc.presence" => {
             let p: TopicParam = params(req)?;
-            check_topic(&p.topic)?;
-            if !cx.claims.may_subscribe(&p.topic) {
-                return Err(CallError::new(
-                    ErrorCode::Forbidden,
-                    "forbidden: token does not allow this topic",
-                ));
-            }
+            may_subscribe(cx, &p.topic)?;
             let presence = gw.presence(&p.topic).await.map_err(queue_error)?;
             plain(json!({
                 "topic": p.topic,
@@ -213,6 +201,18 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
             format!("method not found: {}", req.method),
         )),
     }
+}
+
+/// A valid topic the token lets the caller subscribe to (and see the presence of).
+fn may_subscribe(cx: &ConnCtx, topic: &str) -> Result<(), CallError> {
+    check_topic(topic)?;
+    if !cx.claims.may_subscribe(topic) {
+        return Err(CallError::new(
+            ErrorCode::Forbidden,
+            "forbidden: token does not allow this topic",
+        ));
+    }
+    Ok(())
 }
 
 fn check_topic(topic: &str) -> Result<(), CallError> {

@@ -236,14 +236,33 @@ pub async fn retry_job(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(p) = require_api_key(&gw, &headers) {
+    per_job(
+        &gw,
+        &headers,
+        &job_id,
+        gw.queue.retry(&job_id),
+        |r| json!({"retried": r.retried, "state": r.state}),
+    )
+    .await
+}
+
+/// The shape of every per-job route: the API key, then one queue call on a valid id, whose
+/// answer is shown by `show`; unknown (or invalid) ids are 404 with -32004.
+async fn per_job<T>(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    job_id: &str,
+    op: impl std::future::Future<Output = jobcast_core::Result<Option<T>>>,
+    show: impl FnOnce(T) -> serde_json::Value,
+) -> Response {
+    if let Err(p) = require_api_key(gw, headers) {
         return p.into_response();
     }
-    if validate_job_id(&job_id).is_err() {
+    if validate_job_id(job_id).is_err() {
         return not_found().into_response();
     }
-    match gw.queue.retry(&job_id).await {
-        Ok(Some(r)) => axum::Json(json!({"retried": r.retried, "state": r.state})).into_response(),
+    match op.await {
+        Ok(Some(v)) => axum::Json(show(v)).into_response(),
         Ok(None) => not_found().into_response(),
         Err(e) => queue_error(e).into_response(),
     }
@@ -255,17 +274,10 @@ pub async fn job_snapshot(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(p) = require_api_key(&gw, &headers) {
-        return p.into_response();
-    }
-    if validate_job_id(&job_id).is_err() {
-        return not_found().into_response();
-    }
-    match gw.queue.snapshot(&job_id).await {
-        Ok(Some(s)) => axum::Json(snapshot_json(&s)).into_response(),
-        Ok(None) => not_found().into_response(),
-        Err(e) => queue_error(e).into_response(),
-    }
+    per_job(&gw, &headers, &job_id, gw.queue.snapshot(&job_id), |s| {
+        snapshot_json(&s)
+    })
+    .await
 }
 
 /// `DELETE /v1/jobs/{jobId}` → `{"cancelled","state"}`, as `rpc.cancel`.
@@ -274,19 +286,14 @@ pub async fn cancel_job(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(p) = require_api_key(&gw, &headers) {
-        return p.into_response();
-    }
-    if validate_job_id(&job_id).is_err() {
-        return not_found().into_response();
-    }
-    match gw.queue.cancel(&job_id).await {
-        Ok(Some(c)) => {
-            axum::Json(json!({"cancelled": c.cancelled, "state": c.state})).into_response()
-        }
-        Ok(None) => not_found().into_response(),
-        Err(e) => queue_error(e).into_response(),
-    }
+    per_job(
+        &gw,
+        &headers,
+        &job_id,
+        gw.queue.cancel(&job_id),
+        |c| json!({"cancelled": c.cancelled, "state": c.state}),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
