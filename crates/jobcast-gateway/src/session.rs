@@ -36,75 +36,13 @@ where
         &gw.config.server_id,
         heartbeat.as_millis() as u64,
     );
-    let mut close: Option<(CloseCode, &'static str)> = None;
     // A peer gone before the welcome still goes through the cleanup below.
-    let welcomed = ws.send(Message::text(welcome)).await.is_ok();
-    if welcomed {
+    let close = if ws.send(Message::text(welcome)).await.is_ok() {
         metrics::counter!("jobcast_messages_sent_total").increment(1);
-    }
-    let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let mut last_seen = Instant::now();
-    let shutdown = gw.shutdown.clone();
-    let max_in_flight = gw.config.max_in_flight;
-    if welcomed {
-        loop {
-            tokio::select! {
-                biased;
-                _ = cx.conn.kill.cancelled() => {
-                    close = *cx.conn.kill_code.lock();
-                    break;
-                }
-                _ = shutdown.cancelled() => {
-                    close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
-                    break;
-                }
-                Some(frame) = out.recv() => {
-                    if write_batch(&mut ws, &mut out, frame).await.is_err() {
-                        break;
-                    }
-                }
-                Some(()) = tasks.next(), if !tasks.is_empty() => {}
-                msg = ws.next(), if tasks.len() < max_in_flight => {
-                    match msg {
-                        Some(Ok(m)) => {
-                            last_seen = Instant::now();
-                            if let Some(text) = m.as_text() {
-                                metrics::counter!("jobcast_messages_received_total").increment(1);
-                                on_text(&cx, text, &mut tasks);
-                            } else if m.is_binary() {
-                                let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
-                                cx.conn.send(Bytes::from(err));
-                            } else if m.is_close() {
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
-                            // The library queued a close frame (1007, 1009 or 1002); send it.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                            if let tokio_websockets::Error::PayloadTooLong { .. } = e {
-                                // A fragmented message over the limit gets no close frame from the
-                                // library; send one (refused harmlessly when one was queued).
-                                close = Some((CloseCode::TooBig, "message too big"));
-                            }
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                _ = ping.tick() => {
-                    if last_seen.elapsed() > heartbeat * 2 {
-                        close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
-                        break;
-                    }
-                    if ws.send(Message::ping(Bytes::new())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
+        pump(&cx, &mut ws, &mut out).await
+    } else {
+        None
+    };
     let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
     metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
     metrics::gauge!("jobcast_connections").decrement(1.0);
@@ -123,6 +61,82 @@ where
         .await;
     }
     gw.connection_closed();
+}
+
+/// Moves frames both ways until the connection ends; returns the close code to send, if any.
+async fn pump<S>(
+    cx: &Arc<ConnCtx>,
+    ws: &mut WebSocketStream<S>,
+    out: &mut mpsc::Receiver<Bytes>,
+) -> Option<(CloseCode, &'static str)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let gw = &cx.gw;
+    let heartbeat = gw.config.heartbeat;
+    let mut close = None;
+    let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut last_seen = Instant::now();
+    let shutdown = gw.shutdown.clone();
+    let max_in_flight = gw.config.max_in_flight;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cx.conn.kill.cancelled() => {
+                close = *cx.conn.kill_code.lock();
+                break;
+            }
+            _ = shutdown.cancelled() => {
+                close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
+                break;
+            }
+            Some(frame) = out.recv() => {
+                if write_batch(ws, out, frame).await.is_err() {
+                    break;
+                }
+            }
+            Some(()) = tasks.next(), if !tasks.is_empty() => {}
+            msg = ws.next(), if tasks.len() < max_in_flight => {
+                match msg {
+                    Some(Ok(m)) => {
+                        last_seen = Instant::now();
+                        if let Some(text) = m.as_text() {
+                            metrics::counter!("jobcast_messages_received_total").increment(1);
+                            on_text(cx, text, &mut tasks);
+                        } else if m.is_binary() {
+                            let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
+                            cx.conn.send(Bytes::from(err));
+                        } else if m.is_close() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
+                        // The library queued a close frame (1007, 1009 or 1002); send it.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                        if let tokio_websockets::Error::PayloadTooLong { .. } = e {
+                            // A fragmented message over the limit gets no close frame from the
+                            // library; send one (refused harmlessly when one was queued).
+                            close = Some((CloseCode::TooBig, "message too big"));
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > heartbeat * 2 {
+                    close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
+                    break;
+                }
+                if ws.send(Message::ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    close
 }
 
 async fn write_batch<S>(
