@@ -7,6 +7,7 @@
 //! `session` (one connection's loop), [`http`] (the upgrade and the HTTP routes).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod auth;
 pub mod http;
 pub mod hub;
@@ -24,7 +25,7 @@ use jobcast_protocol::OptionLimits;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -42,8 +43,13 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Outbound frames queued per connection before it is closed as a slow consumer.
     pub outbound_queue: usize,
-    /// Most connections at once; more are refused with 503.
-    pub max_connections: usize,
+    /// Who may connect: origins, and connection caps per gateway, IP and user.
+    pub limits: admission::Limits,
+    /// Messages per second one connection may send (token bucket; 0 = no limit); past it,
+    /// requests get -32003 with `retryAfterMs`.
+    pub rate_per_sec: f64,
+    /// Messages one connection may send in a burst.
+    pub rate_burst: u32,
     /// Requests served at once per connection; reading pauses past it.
     pub max_in_flight: usize,
     /// Most jobs one connection may be attached to.
@@ -67,7 +73,9 @@ impl GatewayConfig {
             heartbeat: Duration::from_secs(25),
             max_message_bytes: 1 << 20,
             outbound_queue: 1024,
-            max_connections: 100_000,
+            limits: admission::Limits::default(),
+            rate_per_sec: 1000.0,
+            rate_burst: 2000,
             max_in_flight: 128,
             max_jobs_per_conn: 10_000,
             max_topics_per_conn: 256,
@@ -91,7 +99,7 @@ pub struct Gateway {
     /// Methods served.
     pub registry: registry::Registry,
     draining: AtomicBool,
-    connections: AtomicUsize,
+    admission: Arc<admission::Admission>,
     /// Fires when the gateway shuts down; sessions close with 1012.
     pub shutdown: CancellationToken,
     /// When the gateway started.
@@ -120,7 +128,7 @@ impl Gateway {
             queue,
             bus,
             draining: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
+            admission: Arc::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             rate: parking_lot::Mutex::new(stats::Rate::default()),
@@ -220,19 +228,6 @@ impl Gateway {
 
     /// Connections currently open (including ones being upgraded).
     pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    fn try_admit(&self) -> bool {
-        let max = self.config.max_connections;
-        self.connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::SeqCst);
+        self.admission.count()
     }
 }

@@ -60,7 +60,91 @@ where
         })
         .await;
     }
-    gw.connection_closed();
+}
+
+/// A connection's message budget: a token bucket refilled at `rate` per second up to `burst`.
+struct Budget {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one message's token, or says in how many ms one will be there.
+    fn take(&mut self) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+/// Answers every request in a message over the budget with -32003 and `retryAfterMs`
+/// (notifications get nothing; an unreadable message is answered with a `null` id).
+fn rate_limited(cx: &Arc<ConnCtx>, text: &str, wait_ms: u64) {
+    metrics::counter!("jobcast_rate_limited_total").increment(1);
+    let data = serde_json::value::to_raw_value(&serde_json::json!({"retryAfterMs": wait_ms}))
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+    let refuse = |id: Option<&jobcast_protocol::RequestId>| {
+        outbound::error(
+            id,
+            None,
+            outbound::ErrorObject {
+                code: ErrorCode::RateLimited,
+                message: "rate limited; retry later",
+                data: Some(&data),
+            },
+        )
+    };
+    let (ids, unreadable): (Vec<Option<jobcast_protocol::RequestId>>, bool) =
+        match parse_frame(text) {
+            Ok(Frame::Single(Ok(r))) => (vec![r.id], false),
+            Ok(Frame::Single(Err(e))) => (vec![e.id], false),
+            Ok(Frame::Batch(items)) => (
+                items
+                    .into_iter()
+                    .map(|i| match i {
+                        Ok(r) => r.id,
+                        Err(e) => e.id,
+                    })
+                    .collect(),
+                false,
+            ),
+            Err(e) => (vec![e.id], true),
+        };
+    let answers: Vec<String> = ids.iter().flatten().map(|id| refuse(Some(id))).collect();
+    let batch = matches!(text.trim_start().as_bytes().first(), Some(b'['));
+    if answers.is_empty() {
+        // Notifications only: nothing to answer. An unreadable message has no id either,
+        // and is answered with a null id, as JSON-RPC does for parse errors.
+        if unreadable {
+            cx.conn.send(Bytes::from(refuse(None)));
+        }
+    } else if batch {
+        cx.conn.send(Bytes::from(outbound::batch(&answers)));
+    } else {
+        cx.conn.send(Bytes::from(answers.concat()));
+    }
 }
 
 /// Moves frames both ways until the connection ends; returns the close code to send, if any.
@@ -80,6 +164,7 @@ where
     let mut last_seen = Instant::now();
     let shutdown = gw.shutdown.clone();
     let max_in_flight = gw.config.max_in_flight;
+    let mut budget = Budget::new(gw.config.rate_per_sec, gw.config.rate_burst);
     loop {
         tokio::select! {
             biased;
@@ -103,7 +188,10 @@ where
                         last_seen = Instant::now();
                         if let Some(text) = m.as_text() {
                             metrics::counter!("jobcast_messages_received_total").increment(1);
-                            on_text(cx, text, &mut tasks);
+                            match budget.take() {
+                                Ok(()) => on_text(cx, text, &mut tasks),
+                                Err(wait_ms) => rate_limited(cx, text, wait_ms),
+                            }
                         } else if m.is_binary() {
                             let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
                             cx.conn.send(Bytes::from(err));

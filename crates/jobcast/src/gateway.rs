@@ -42,6 +42,26 @@ pub struct GatewayArgs {
     /// On shutdown, how long connections and running jobs get to finish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Most WebSocket connections at once on this gateway (more: 503; 0 = no limit).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Most connections at once from one IP address (more: 429; 0 = no limit).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// Most connections at once of one user (more: 429; 0 = no limit).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+    /// Browser origins allowed to connect (comma-separated; `*` for any). Default: any.
+    /// Others get 403; clients that send no Origin (not browsers) are not affected.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Messages per second one connection may send (more: -32003 with retryAfterMs; 0 = no
+    /// limit).
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 1000.0)]
+    pub rate_limit: f64,
+    /// Messages one connection may send at once before the rate applies.
+    #[arg(long, env = "RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
 }
 
 impl GatewayArgs {
@@ -82,6 +102,19 @@ impl GatewayArgs {
         let mut config = GatewayConfig::new(id, auth);
         config.heartbeat = Duration::from_millis(self.heartbeat_ms.max(100));
         config.max_message_bytes = self.max_message_bytes;
+        config.limits = jobcast_gateway::admission::Limits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            max_per_user: self.max_connections_per_user,
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        };
+        config.rate_per_sec = self.rate_limit.max(0.0);
+        config.rate_burst = self.rate_burst;
         config.api_keys = self
             .api_key
             .iter()

@@ -127,9 +127,18 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             return problem(StatusCode::UNAUTHORIZED, "invalid or expired token");
         }
     };
-    if !gw.try_admit() {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
-    }
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let ticket = match gw
+        .admission
+        .admit(&gw.config.limits, origin, ip, claims.sub.as_str().into())
+    {
+        Ok(t) => t,
+        Err((status, detail)) => return problem(status, detail),
+    };
     let subprotocol = offers_subprotocol(headers);
     let user_type = claims.user_type.clone().or_else(|| {
         query
@@ -138,7 +147,6 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             .map(|(_, v)| v.clone())
     });
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        gw.connection_closed();
         return problem(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
     let (conn, rx) = Conn::new(
@@ -155,7 +163,6 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 metrics::gauge!("jobcast_connections").decrement(1.0);
-                gw2.connection_closed();
                 return;
             }
         };
@@ -174,6 +181,8 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             false,
         );
         session::run(cx, ws, rx).await;
+        // The connection is gone: give its places back.
+        drop(ticket);
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

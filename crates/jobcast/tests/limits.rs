@@ -1,0 +1,161 @@
+//! Admission and per-connection limits over real sockets: the Origin allow-list (403), the
+//! per-user, per-IP and gateway-wide connection caps (429, 429, 503), and the message rate
+//! limit (-32003 with `retryAfterMs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpSocket,
+};
+
+/// An upgrade request for `sub` from source address `from`, with extra headers; returns the
+/// HTTP status.
+async fn upgrade_from(addr: SocketAddr, from: &str, sub: &str, headers: &[(&str, &str)]) -> u16 {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let mut req = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        token(sub, None)
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn origin_allow_list() {
+    let s = Server::start(&[
+        "--allowed-origins",
+        "https://app.example, https://admin.example",
+    ]);
+    let evil = upgrade_from(
+        s.addr,
+        "127.0.0.1",
+        "a",
+        &[("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(evil, 403);
+    let good = upgrade_from(
+        s.addr,
+        "127.0.0.1",
+        "a",
+        &[("Origin", "https://admin.example")],
+    )
+    .await;
+    assert_eq!(good, 101);
+    // Not a browser: no Origin, no check.
+    assert_eq!(upgrade_from(s.addr, "127.0.0.1", "a", &[]).await, 101);
+}
+
+#[tokio::test]
+async fn connection_caps_per_user_per_ip_and_total() {
+    let s = Server::start(&[
+        "--max-connections-per-user",
+        "2",
+        "--max-connections-per-ip",
+        "3",
+        "--max-connections",
+        "4",
+    ]);
+    let a1 = s.connect("alice").await;
+    let _a2 = s.connect("alice").await;
+    assert_eq!(
+        upgrade_from(s.addr, "127.0.0.1", "alice", &[]).await,
+        429,
+        "third device of alice"
+    );
+    let _b1 = s.connect("bob").await;
+    // 127.0.0.1 now holds 3 connections: a fourth from there is refused, from .2 it is not.
+    assert_eq!(
+        upgrade_from(s.addr, "127.0.0.1", "carol", &[]).await,
+        429,
+        "fourth from one address"
+    );
+    assert_eq!(upgrade_from(s.addr, "127.0.0.2", "carol", &[]).await, 101);
+    // The gateway holds 4 at most: dave gets 503 until the server has noticed that carol's
+    // socket was dropped, then her place is his.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = upgrade_from(s.addr, "127.0.0.3", "dave", &[]).await;
+        if status == 101 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 101, "the dropped connection's place came back");
+    // A place is given back when a connection closes.
+    drop(a1);
+    let mut again = None;
+    for _ in 0..100 {
+        if upgrade_from(s.addr, "127.0.0.4", "alice", &[]).await == 101 {
+            again = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "alice's place never came back");
+}
+
+#[tokio::test]
+async fn gateway_wide_cap_is_503() {
+    let s = Server::start(&["--max-connections", "2", "--max-connections-per-ip", "0"]);
+    let _a = s.connect("a").await;
+    let _b = s.connect("b").await;
+    assert_eq!(upgrade_from(s.addr, "127.0.0.1", "c", &[]).await, 503);
+}
+
+#[tokio::test]
+async fn message_rate_limit() {
+    let s = Server::start(&["--rate-limit", "0.5", "--rate-burst", "5", "--api-key", "k"]);
+    let mut ws = s.connect("alice").await;
+    for i in 0..8 {
+        ws.send(json!({"jsonrpc": "2.0", "id": i, "method": "rpc.ping"}))
+            .await;
+    }
+    let mut ok = 0;
+    let mut limited = Vec::new();
+    for _ in 0..8 {
+        let v = ws.recv().await;
+        if v.get("result").is_some() {
+            ok += 1;
+        } else {
+            assert_eq!(v["error"]["code"], -32003, "{v}");
+            limited.push(v["error"]["data"]["retryAfterMs"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ok, 5, "the burst is allowed, no more");
+    assert_eq!(limited.len(), 3);
+    assert!(
+        limited.iter().all(|ms| (1..=2000).contains(ms)),
+        "{limited:?}"
+    );
+    // A batch over the budget gets an array of errors; notifications get nothing.
+    ws.send_text(r#"[{"jsonrpc":"2.0","id":"b1","method":"rpc.ping"},{"jsonrpc":"2.0","method":"rpc.ping"},{"jsonrpc":"2.0","id":"b2","method":"rpc.ping"}]"#).await;
+    let v = ws.recv().await;
+    let items = v.as_array().expect("a batch answer");
+    assert!(items.iter().all(|i| i["error"]["code"] == -32003), "{v}");
+    assert_eq!(items.len(), 2, "{v}");
+    // After waiting, requests are served again; the connection stayed open throughout.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let v = ws.call("rpc.ping", json!({})).await;
+    assert!(v["result"]["pong"].is_number(), "{v}");
+    let m = http(s.addr, "GET", "/metrics", Some("k"), None).await;
+    assert!(m.body.contains("jobcast_rate_limited_total"), "{}", m.body);
+}
