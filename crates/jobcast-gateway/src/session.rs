@@ -43,6 +43,9 @@ where
     } else {
         None
     };
+    // Free what was queued for this connection now, not after the close handshake (a slow
+    // consumer's queue can be large, and it is not reading its close frame either).
+    drop(out);
     let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
     metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
     metrics::gauge!("jobcast_connections").decrement(1.0);
@@ -177,8 +180,14 @@ where
                 break;
             }
             Some(frame) = out.recv() => {
-                if write_batch(ws, out, frame).await.is_err() {
-                    break;
+                // A peer that stops reading blocks this write; its queue then fills and the
+                // hub closes it as a slow consumer, which must end the write too.
+                tokio::select! {
+                    r = write_batch(ws, out, frame) => if r.is_err() { break },
+                    _ = cx.conn.kill.cancelled() => {
+                        close = *cx.conn.kill_code.lock();
+                        break;
+                    }
                 }
             }
             Some(()) = tasks.next(), if !tasks.is_empty() => {}
