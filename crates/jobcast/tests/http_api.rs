@@ -557,3 +557,12 @@ async fn jobs_command_for_operators() {
     let (code, _, err) = jobcast(&["jobs", "--url", "ftp://x", "--api-key", KEY, "list"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_a_problem() {
+    let s = Server::start(&["--api-key", KEY, "--max-message-bytes", "1000"]);
+    let body = json!({"topic": "t", "data": "x".repeat(2000)}).to_string();
+    let r = http(s.addr, "POST", "/v1/publish", Some(KEY), Some(&body)).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(is_problem(&r), "{} {}", r.content_type, r.body);
+}

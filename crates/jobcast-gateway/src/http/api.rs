@@ -8,7 +8,10 @@ use crate::{
     submit::{self, CallError, not_found, queue_error},
 };
 use axum::{
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{BytesRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -24,8 +27,10 @@ use serde_json::{json, value::RawValue};
 use std::sync::Arc;
 
 /// Parses a JSON body, or answers 400 with what is wrong.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Problem> {
-    serde_json::from_slice(bytes)
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    // Too large (413) and unreadable bodies are problems too.
+    let bytes = bytes.map_err(|r| Problem::new(r.status(), r.body_text()))?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
@@ -52,12 +57,12 @@ struct SubmitBody {
 pub async fn submit_job(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
-    let b: SubmitBody = match body(&bytes) {
+    let b: SubmitBody = match body(bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
@@ -305,11 +310,15 @@ struct PublishBody {
 
 /// `POST /v1/publish` → 202 `{"topic","published":true,"delivered":n}` (n: receivers on
 /// this gateway; every other gateway delivers to its own).
-pub async fn publish(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bytes: Bytes) -> Response {
+pub async fn publish(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
-    let b: PublishBody = match body(&bytes) {
+    let b: PublishBody = match body(bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
@@ -361,12 +370,12 @@ pub async fn send_to_user(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(user_id): Path<String>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
-    let b: PushBody = match body(&bytes) {
+    let b: PushBody = match body(bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
@@ -390,12 +399,12 @@ pub async fn send_to_user(
 pub async fn broadcast(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(p) = require_api_key(&gw, &headers) {
         return p.into_response();
     }
-    let b: PushBody = match body(&bytes) {
+    let b: PushBody = match body(bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
