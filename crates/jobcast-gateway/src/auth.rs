@@ -110,10 +110,18 @@ pub fn verify(config: &AuthConfig, token: &str) -> Result<Claims, AuthError> {
     v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     v.leeway = config.leeway_secs;
     v.validate_nbf = true;
-    v.validate_exp = !config.allow_no_exp;
+    // An `exp` that is there is always checked; `allow_no_exp` only makes it optional.
+    v.validate_exp = true;
     let mut required = vec!["sub"];
     if !config.allow_no_exp {
         required.push("exp");
+    }
+    // A configured audience or issuer must be present, not only match when present.
+    if config.audience.is_some() {
+        required.push("aud");
+    }
+    if config.issuer.is_some() {
+        required.push("iss");
     }
     v.set_required_spec_claims(&required);
     match &config.audience {
