@@ -33,20 +33,33 @@ impl RedisServer {
     }
 
     /// Starts an instance with AOF (`appendfsync always`) in `dir`, on `port` if given.
+    /// A free port is picked by binding port 0 and letting it go; another process may take it
+    /// before redis-server does, so a start that fails that way is retried on another port.
     pub fn start_in(dir: PathBuf, aof: bool, port: Option<u16>) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let port = match port {
-            Some(p) => p,
-            None => TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
-        };
-        let mut s = Self {
-            child: None,
-            port,
-            dir,
-            aof,
-        };
-        s.spawn()?;
-        Ok(s)
+        let mut last = None;
+        for _ in 0..10 {
+            let port = match port {
+                Some(p) => p,
+                None => TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+            };
+            let mut s = Self {
+                child: None,
+                port,
+                dir: dir.clone(),
+                aof,
+            };
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e) => {
+                    // Do not let drop remove the directory: the next try uses it.
+                    s.kill();
+                    std::mem::forget(s);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("redis-server did not start")))
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -69,8 +82,9 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let pid = child.id();
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10))
+        wait_for_server(self.port, pid, Duration::from_secs(10))
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -105,11 +119,19 @@ impl Drop for RedisServer {
     }
 }
 
-fn wait_for_port(port: u16, limit: Duration) -> std::io::Result<()> {
+/// Waits until the redis-server with process id `pid` answers on `port` (and not another
+/// process that happens to hold the port).
+fn wait_for_server(port: u16, pid: u32, limit: Duration) -> std::io::Result<()> {
     let start = Instant::now();
     loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+        match server_pid(port) {
+            Some(p) if p == pid => return Ok(()),
+            Some(other) => {
+                return Err(std::io::Error::other(format!(
+                    "port {port} is held by another redis-server (pid {other})"
+                )));
+            }
+            None => {}
         }
         if start.elapsed() > limit {
             return Err(std::io::Error::other(format!(
@@ -118,4 +140,25 @@ fn wait_for_port(port: u16, limit: Duration) -> std::io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The `process_id` that the server on `port` reports in `INFO server`.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains("process_id:") || !buf.ends_with(b"\r\n") {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
