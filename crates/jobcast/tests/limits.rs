@@ -198,7 +198,16 @@ async fn metric_reaches(addr: SocketAddr, series: &str, value: f64) {
 
 #[tokio::test]
 async fn slow_consumers_are_closed_and_their_memory_released() {
-    let s = Server::start(&["--api-key", "k", "--max-message-bytes", "200000"]);
+    // glibc keeps freed memory in per-thread arenas, so with its default of 8 arenas per core
+    // the resident size of a bursty server climbs in steps whatever the program frees (seen
+    // here: 86 → 168 MiB over six rounds, against a flat 17 MiB with one arena). One arena
+    // makes resident memory show what the gateway holds (see docs/decisions.md).
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in_with_env(
+        tmp.path(),
+        &["--api-key", "k", "--max-message-bytes", "200000"],
+        &[("MALLOC_ARENA_MAX", "1")],
+    );
     let pid = s.child.id();
     let mut reader = s.connect("reader").await;
     let mut first = 0;
@@ -223,19 +232,28 @@ async fn slow_consumers_are_closed_and_their_memory_released() {
         .await;
         drop(slow);
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let rss = rss_kib(pid);
-        eprintln!("round {round}: server RSS {rss} KiB after the flood");
         if round == 1 {
-            first = rss;
-        } else {
-            // More slow consumers and ~190 MiB more published each round do not add up: a
-            // closed consumer's queue (at most 1024 frames, here 64 MiB) is freed and reused.
-            // (The allocator may keep one more queue's worth in another thread's arena.)
-            assert!(
-                rss < first + 64 * 1024,
-                "server memory grew from {first} KiB to {rss} KiB by round {round}"
-            );
+            first = rss_kib(pid);
+            eprintln!("round 1: server RSS {first} KiB after the flood");
+            continue;
         }
+        // More slow consumers and ~190 MiB more published each round do not add up: a closed
+        // consumer's queue (at most 1024 frames, here 64 MiB) is freed, so three rounds stay
+        // within one queue's worth of the first (a queue kept per round would add 128 MiB).
+        // On a loaded machine the cleanup may take a moment, so the figure may settle.
+        let mut rss = rss_kib(pid);
+        for _ in 0..50 {
+            if rss < first + 64 * 1024 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rss = rss_kib(pid);
+        }
+        eprintln!("round {round}: server RSS {rss} KiB after the flood");
+        assert!(
+            rss < first + 64 * 1024,
+            "server memory grew from {first} KiB to {rss} KiB by round {round}"
+        );
     }
     // Everyone else is still served.
     let v = reader.call("rpc.ping", json!({})).await;

@@ -139,11 +139,17 @@ impl Server {
 
     /// Starts on an existing data dir.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_with_env(dir, extra, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables for the process.
+    pub fn start_in_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_jobcast"))
             .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
