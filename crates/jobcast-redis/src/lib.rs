@@ -187,6 +187,15 @@ impl RedisBackend {
         &self.inner.keys
     }
 
+    /// Runs one Redis call, bounded in time (see [`bounded`]), and marks the backend
+    /// (un)reachable from its outcome: every call on the queue's hot paths goes through here.
+    async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        self.seen(bounded(call).await)
+    }
+
     /// Marks the backend (un)reachable from the outcome of a call.
     fn seen<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
         match r {
@@ -369,30 +378,31 @@ async fn ticker(b: RedisBackend) {
         let k = b.keys();
         let now = now_ms();
         let cutoff = now.saturating_sub(b.inner.config.retention.as_millis() as u64);
-        let r: redis::RedisResult<i64> = bounded(
-            b.inner
-                .scripts
-                .tick
-                .key(k.delayed())
-                .key(k.active())
-                .key(k.ended())
-                .key(k.seq())
-                .key(k.open())
-                .key(k.ends())
-                .arg(now)
-                .arg(k.job_prefix())
-                .arg(k.ready_prefix())
-                .arg(k.mark_prefix())
-                .arg(cutoff)
-                .arg(MAX_STALLS)
-                .arg(k.inbox_prefix())
-                .arg(k.control_prefix())
-                .arg(k.listeners_prefix())
-                .arg(1000)
-                .invoke_async(&mut b.conn()),
-        )
-        .await;
-        if let Err(e) = b.seen(r) {
+        let r: Result<i64> = b
+            .call(
+                b.inner
+                    .scripts
+                    .tick
+                    .key(k.delayed())
+                    .key(k.active())
+                    .key(k.ended())
+                    .key(k.seq())
+                    .key(k.open())
+                    .key(k.ends())
+                    .arg(now)
+                    .arg(k.job_prefix())
+                    .arg(k.ready_prefix())
+                    .arg(k.mark_prefix())
+                    .arg(cutoff)
+                    .arg(MAX_STALLS)
+                    .arg(k.inbox_prefix())
+                    .arg(k.control_prefix())
+                    .arg(k.listeners_prefix())
+                    .arg(1000)
+                    .invoke_async(&mut b.conn()),
+            )
+            .await;
+        if let Err(e) = r {
             tracing::debug!(error = %e, "tick failed");
         }
     }
@@ -459,52 +469,55 @@ impl JobQueue for RedisBackend {
 
     async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = bounded(
-            self.inner
-                .scripts
-                .listen
-                .key(k.job(job_id))
-                .key(k.listeners(job_id))
-                .arg(listener)
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        Ok(self.seen(r)? == 1)
+        let r: Result<i64> = self
+            .call(
+                self.inner
+                    .scripts
+                    .listen
+                    .key(k.job(job_id))
+                    .key(k.listeners(job_id))
+                    .arg(listener)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        Ok(r? == 1)
     }
 
     async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
-        let r: redis::RedisResult<HashMap<String, String>> = bounded(
-            redis::cmd("HGETALL")
-                .arg(self.keys().job(job_id))
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        let h = self.seen(r)?;
+        let r: Result<HashMap<String, String>> = self
+            .call(
+                redis::cmd("HGETALL")
+                    .arg(self.keys().job(job_id))
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        let h = r?;
         Ok(record::snapshot(job_id, &h))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
         let k = self.keys();
-        let r: redis::RedisResult<(i64, String)> = bounded(
-            self.inner
-                .scripts
-                .cancel
-                .key(k.job(job_id))
-                .key(k.listeners(job_id))
-                .key(k.active())
-                .key(k.ended())
-                .key(k.open())
-                .key(k.delayed())
-                .key(k.ends())
-                .arg(job_id)
-                .arg(now_ms())
-                .arg(k.inbox_prefix())
-                .arg(k.ready_prefix())
-                .arg(k.control_prefix())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        let (code, state) = self.seen(r)?;
+        let r: Result<(i64, String)> = self
+            .call(
+                self.inner
+                    .scripts
+                    .cancel
+                    .key(k.job(job_id))
+                    .key(k.listeners(job_id))
+                    .key(k.active())
+                    .key(k.ended())
+                    .key(k.open())
+                    .key(k.delayed())
+                    .key(k.ends())
+                    .arg(job_id)
+                    .arg(now_ms())
+                    .arg(k.inbox_prefix())
+                    .arg(k.ready_prefix())
+                    .arg(k.control_prefix())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        let (code, state) = r?;
         if code < 0 {
             return Ok(None);
         }
@@ -543,8 +556,8 @@ impl JobQueue for RedisBackend {
                 .arg(k.job_prefix())
                 .arg(methods.len());
             type Row = (String, String, String, u32, u32, String, String, String);
-            let r: redis::RedisResult<Vec<Row>> = bounded(inv.invoke_async(&mut self.conn())).await;
-            let rows = self.seen(r)?;
+            let r: Result<Vec<Row>> = self.call(inv.invoke_async(&mut self.conn())).await;
+            let rows = r?;
             if !rows.is_empty() {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut running = self.inner.running.lock();
@@ -589,8 +602,8 @@ impl JobQueue for RedisBackend {
         for l in leases {
             inv.arg(&l.job_id).arg(&l.token);
         }
-        let r: redis::RedisResult<Vec<String>> = bounded(inv.invoke_async(&mut self.conn())).await;
-        let lost = self.seen(r)?;
+        let r: Result<Vec<String>> = self.call(inv.invoke_async(&mut self.conn())).await;
+        let lost = r?;
         let mut running = self.inner.running.lock();
         for id in &lost {
             if let Some((_, c)) = running.remove(id) {
@@ -602,20 +615,21 @@ impl JobQueue for RedisBackend {
 
     async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = bounded(
-            self.inner
-                .scripts
-                .progress
-                .key(k.job(&lease.job_id))
-                .key(k.listeners(&lease.job_id))
-                .arg(&lease.token)
-                .arg(progress.get())
-                .arg(&lease.job_id)
-                .arg(k.inbox_prefix())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        match self.seen(r)? {
+        let r: Result<i64> = self
+            .call(
+                self.inner
+                    .scripts
+                    .progress
+                    .key(k.job(&lease.job_id))
+                    .key(k.listeners(&lease.job_id))
+                    .arg(&lease.token)
+                    .arg(progress.get())
+                    .arg(&lease.job_id)
+                    .arg(k.inbox_prefix())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        match r? {
             1 => Ok(()),
             _ => Err(Error::LeaseLost(lease.job_id.clone())),
         }
@@ -623,26 +637,27 @@ impl JobQueue for RedisBackend {
 
     async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<i64> = bounded(
-            self.inner
-                .scripts
-                .complete
-                .key(k.job(&lease.job_id))
-                .key(k.listeners(&lease.job_id))
-                .key(k.active())
-                .key(k.ended())
-                .key(k.open())
-                .key(k.ends())
-                .arg(&lease.token)
-                .arg(result.get())
-                .arg(now_ms())
-                .arg(&lease.job_id)
-                .arg(k.inbox_prefix())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
+        let r: Result<i64> = self
+            .call(
+                self.inner
+                    .scripts
+                    .complete
+                    .key(k.job(&lease.job_id))
+                    .key(k.listeners(&lease.job_id))
+                    .key(k.active())
+                    .key(k.ended())
+                    .key(k.open())
+                    .key(k.ends())
+                    .arg(&lease.token)
+                    .arg(result.get())
+                    .arg(now_ms())
+                    .arg(&lease.job_id)
+                    .arg(k.inbox_prefix())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
         self.inner.running.lock().remove(&lease.job_id);
-        match self.seen(r)? {
+        match r? {
             1 => Ok(()),
             _ => Err(Error::LeaseLost(lease.job_id.clone())),
         }
@@ -658,33 +673,34 @@ impl JobQueue for RedisBackend {
             AttemptFailure::Error { message, retryable } => ("error", message, retryable),
             AttemptFailure::TimedOut => ("timeout", String::new(), true),
         };
-        let r: redis::RedisResult<(i64, u64)> = bounded(
-            self.inner
-                .scripts
-                .fail
-                .key(k.job(&lease.job_id))
-                .key(k.listeners(&lease.job_id))
-                .key(k.active())
-                .key(k.ended())
-                .key(k.open())
-                .key(k.delayed())
-                .key(k.ready(&method))
-                .key(k.seq())
-                .key(k.mark(&method))
-                .key(k.ends())
-                .arg(&lease.token)
-                .arg(kind)
-                .arg(message)
-                .arg(if retryable { 1 } else { 0 })
-                .arg(now_ms())
-                .arg(fastrand::f64())
-                .arg(&lease.job_id)
-                .arg(k.inbox_prefix())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
+        let r: Result<(i64, u64)> = self
+            .call(
+                self.inner
+                    .scripts
+                    .fail
+                    .key(k.job(&lease.job_id))
+                    .key(k.listeners(&lease.job_id))
+                    .key(k.active())
+                    .key(k.ended())
+                    .key(k.open())
+                    .key(k.delayed())
+                    .key(k.ready(&method))
+                    .key(k.seq())
+                    .key(k.mark(&method))
+                    .key(k.ends())
+                    .arg(&lease.token)
+                    .arg(kind)
+                    .arg(message)
+                    .arg(if retryable { 1 } else { 0 })
+                    .arg(now_ms())
+                    .arg(fastrand::f64())
+                    .arg(&lease.job_id)
+                    .arg(k.inbox_prefix())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
         self.inner.running.lock().remove(&lease.job_id);
-        match self.seen(r)? {
+        match r? {
             (1, at_ms) => Ok(FailOutcome::Retrying { at_ms }),
             (0, _) => Ok(FailOutcome::Dead),
             _ => Err(Error::LeaseLost(lease.job_id.clone())),
@@ -696,69 +712,73 @@ impl JobQueue for RedisBackend {
         let methods =
             serde_json::to_string(&worker.methods).map_err(|e| Error::Storage(e.to_string()))?;
         let ttl = worker.ttl.as_millis() as u64;
-        let r: redis::RedisResult<()> = bounded(
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(k.worker_methods(&worker.worker_id))
-                .arg(methods)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .cmd("ZADD")
-                .arg(k.workers())
-                .arg(now_ms() + ttl)
-                .arg(&worker.worker_id)
-                .ignore()
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        self.seen(r)
+        let r: Result<()> = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(k.worker_methods(&worker.worker_id))
+                    .arg(methods)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(k.workers())
+                    .arg(now_ms() + ttl)
+                    .arg(&worker.worker_id)
+                    .ignore()
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        r
     }
 
     async fn withdraw(&self, worker_id: &str) -> Result<()> {
         let k = self.keys();
-        let r: redis::RedisResult<()> = bounded(
-            redis::pipe()
-                .atomic()
-                .cmd("DEL")
-                .arg(k.worker_methods(worker_id))
-                .ignore()
-                .cmd("ZREM")
-                .arg(k.workers())
-                .arg(worker_id)
-                .ignore()
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        self.seen(r)
+        let r: Result<()> = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("DEL")
+                    .arg(k.worker_methods(worker_id))
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(k.workers())
+                    .arg(worker_id)
+                    .ignore()
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        r
     }
 
     async fn methods(&self) -> Result<Vec<MethodInfo>> {
         let k = self.keys();
-        let r: redis::RedisResult<((), Vec<String>)> = bounded(
-            redis::pipe()
-                .atomic()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(k.workers())
-                .arg("-inf")
-                .arg(now_ms())
-                .cmd("ZRANGE")
-                .arg(k.workers())
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        let (_, workers) = self.seen(r)?;
+        let r: Result<((), Vec<String>)> = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(k.workers())
+                    .arg("-inf")
+                    .arg(now_ms())
+                    .cmd("ZRANGE")
+                    .arg(k.workers())
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        let (_, workers) = r?;
         if workers.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = workers.iter().map(|w| k.worker_methods(w)).collect();
-        let r: redis::RedisResult<Vec<Option<String>>> =
-            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut self.conn())).await;
+        let r: Result<Vec<Option<String>>> = self
+            .call(redis::cmd("MGET").arg(&keys).query_async(&mut self.conn()))
+            .await;
         let mut by_name = BTreeMap::new();
-        for list in self.seen(r)?.into_iter().flatten() {
+        for list in r?.into_iter().flatten() {
             for m in serde_json::from_str::<Vec<MethodInfo>>(&list).unwrap_or_default() {
                 by_name.entry(m.name.clone()).or_insert(m);
             }
@@ -768,20 +788,21 @@ impl JobQueue for RedisBackend {
 
     async fn counts(&self) -> Result<QueueCounts> {
         let k = self.keys();
-        let r: redis::RedisResult<(Option<u64>, u64, u64, HashMap<String, i64>)> = bounded(
-            redis::pipe()
-                .cmd("GET")
-                .arg(k.open())
-                .cmd("ZCARD")
-                .arg(k.delayed())
-                .cmd("ZCARD")
-                .arg(k.active())
-                .cmd("HGETALL")
-                .arg(k.ends())
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        let (open, delayed, active, ends) = self.seen(r)?;
+        let r: Result<(Option<u64>, u64, u64, HashMap<String, i64>)> = self
+            .call(
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(k.open())
+                    .cmd("ZCARD")
+                    .arg(k.delayed())
+                    .cmd("ZCARD")
+                    .arg(k.active())
+                    .cmd("HGETALL")
+                    .arg(k.ends())
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        let (open, delayed, active, ends) = r?;
         let end = |s: &str| ends.get(s).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueCounts {
             queued: open.unwrap_or(0).saturating_sub(delayed + active),
@@ -803,30 +824,32 @@ impl JobQueue for RedisBackend {
                 } else {
                     k.active()
                 };
-                let r = bounded(
-                    redis::cmd("ZRANGE")
-                        .arg(key)
-                        .arg(offset)
-                        .arg(offset + limit.max(1) - 1)
-                        .query_async(&mut self.conn()),
-                )
-                .await;
-                self.seen(r)?
+                let r = self
+                    .call(
+                        redis::cmd("ZRANGE")
+                            .arg(key)
+                            .arg(offset)
+                            .arg(offset + limit.max(1) - 1)
+                            .query_async(&mut self.conn()),
+                    )
+                    .await;
+                r?
             }
             _ => {
-                let r = bounded(
-                    self.inner
-                        .scripts
-                        .list_ended
-                        .key(k.ended())
-                        .arg(state.as_str())
-                        .arg(offset)
-                        .arg(limit)
-                        .arg(k.job_prefix())
-                        .invoke_async(&mut self.conn()),
-                )
-                .await;
-                self.seen(r)?
+                let r = self
+                    .call(
+                        self.inner
+                            .scripts
+                            .list_ended
+                            .key(k.ended())
+                            .arg(state.as_str())
+                            .arg(offset)
+                            .arg(limit)
+                            .arg(k.job_prefix())
+                            .invoke_async(&mut self.conn()),
+                    )
+                    .await;
+                r?
             }
         };
         let mut out = Vec::with_capacity(ids.len());
@@ -840,22 +863,23 @@ impl JobQueue for RedisBackend {
 
     async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
         let k = self.keys();
-        let r: redis::RedisResult<(i64, String)> = bounded(
-            self.inner
-                .scripts
-                .retry
-                .key(k.job(job_id))
-                .key(k.ended())
-                .key(k.seq())
-                .key(k.open())
-                .key(k.ends())
-                .arg(job_id)
-                .arg(k.ready_prefix())
-                .arg(k.mark_prefix())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        let (code, state) = self.seen(r)?;
+        let r: Result<(i64, String)> = self
+            .call(
+                self.inner
+                    .scripts
+                    .retry
+                    .key(k.job(job_id))
+                    .key(k.ended())
+                    .key(k.seq())
+                    .key(k.open())
+                    .key(k.ends())
+                    .arg(job_id)
+                    .arg(k.ready_prefix())
+                    .arg(k.mark_prefix())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        let (code, state) = r?;
         if code < 0 {
             return Ok(None);
         }
@@ -873,22 +897,23 @@ impl JobQueue for RedisBackend {
         let k = self.keys();
         let (mut deleted, mut offset) = (0u64, 0usize);
         loop {
-            let r: redis::RedisResult<(u64, usize, usize)> = bounded(
-                self.inner
-                    .scripts
-                    .purge
-                    .key(k.ended())
-                    .key(k.ends())
-                    .arg(state.as_str())
-                    .arg(before_ms)
-                    .arg(k.job_prefix())
-                    .arg(k.listeners_prefix())
-                    .arg(BATCH)
-                    .arg(offset)
-                    .invoke_async(&mut self.conn()),
-            )
-            .await;
-            let (n, kept, scanned) = self.seen(r)?;
+            let r: Result<(u64, usize, usize)> = self
+                .call(
+                    self.inner
+                        .scripts
+                        .purge
+                        .key(k.ended())
+                        .key(k.ends())
+                        .arg(state.as_str())
+                        .arg(before_ms)
+                        .arg(k.job_prefix())
+                        .arg(k.listeners_prefix())
+                        .arg(BATCH)
+                        .arg(offset)
+                        .invoke_async(&mut self.conn()),
+                )
+                .await;
+            let (n, kept, scanned) = r?;
             deleted += n;
             offset += kept;
             if scanned < BATCH {
@@ -911,17 +936,18 @@ impl RedisBackend {
         let mut cursor: u64 = 0;
         let mut keys: Vec<String> = Vec::new();
         loop {
-            let r: redis::RedisResult<(u64, Vec<String>)> = bounded(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn),
-            )
-            .await;
-            let (next, batch) = self.seen(r)?;
+            let r: Result<(u64, Vec<String>)> = self
+                .call(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await;
+            let (next, batch) = r?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -930,20 +956,17 @@ impl RedisBackend {
         }
         let mut all: Vec<(u64, String)> = Vec::new();
         for key in keys {
-            let r: redis::RedisResult<Vec<(String, f64)>> = bounded(
-                redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(offset + limit)
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn),
-            )
-            .await;
-            all.extend(
-                self.seen(r)?
-                    .into_iter()
-                    .map(|(id, score)| (score as u64, id)),
-            );
+            let r: Result<Vec<(String, f64)>> = self
+                .call(
+                    redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(offset + limit)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn),
+                )
+                .await;
+            all.extend(r?.into_iter().map(|(id, score)| (score as u64, id)));
         }
         all.sort();
         Ok(all
@@ -1044,17 +1067,18 @@ impl Bus for RedisBackend {
 
     async fn presence(&self, topic: &str) -> Result<Presence> {
         let k = self.keys();
-        let r: redis::RedisResult<Vec<redis::Value>> = bounded(
-            self.inner
-                .scripts
-                .presence
-                .key(k.presence(topic))
-                .key(k.gateways())
-                .arg(now_ms())
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        let values = self.seen(r)?;
+        let r: Result<Vec<redis::Value>> = self
+            .call(
+                self.inner
+                    .scripts
+                    .presence
+                    .key(k.presence(topic))
+                    .key(k.gateways())
+                    .arg(now_ms())
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        let values = r?;
         let mut it = values.into_iter();
         let connections = match it.next() {
             Some(redis::Value::Int(n)) => n.max(0) as u64,
@@ -1087,28 +1111,30 @@ impl Bus for RedisBackend {
             .arg("PX")
             .arg(ttl_ms.max(1))
             .ignore();
-        let r: redis::RedisResult<()> = bounded(pipe.query_async(&mut self.conn())).await;
-        self.seen(r)
+        let r: Result<()> = self.call(pipe.query_async(&mut self.conn())).await;
+        r
     }
 
     async fn reports(&self) -> Result<Vec<GatewayReport>> {
         let k = self.keys();
-        let r: redis::RedisResult<Vec<String>> = bounded(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(k.gateways())
-                .arg(now_ms())
-                .arg("+inf")
-                .query_async(&mut self.conn()),
-        )
-        .await;
-        let ids = self.seen(r)?;
+        let r: Result<Vec<String>> = self
+            .call(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(k.gateways())
+                    .arg(now_ms())
+                    .arg("+inf")
+                    .query_async(&mut self.conn()),
+            )
+            .await;
+        let ids = r?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| k.gateway_report(id)).collect();
-        let r: redis::RedisResult<Vec<Option<String>>> =
-            bounded(redis::cmd("MGET").arg(keys).query_async(&mut self.conn())).await;
-        let stats = self.seen(r)?;
+        let r: Result<Vec<Option<String>>> = self
+            .call(redis::cmd("MGET").arg(keys).query_async(&mut self.conn()))
+            .await;
+        let stats = r?;
         let mut v: Vec<GatewayReport> = ids
             .into_iter()
             .zip(stats)
