@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod codes;
+pub mod duration;
 pub mod ids;
 pub mod options;
 pub mod outbound;

@@ -69,24 +69,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `500ms`, `10s`, `30m`, `24h`, `7d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (use e.g. 500ms, 10s, 30m, 24h, 7d)"))?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_millis(ms))
-}
+pub use jobcast_protocol::duration::parse_duration;
 
 /// `jobcast token`.
 #[derive(Args, Debug)]
@@ -127,18 +110,4 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     println!("{t}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("5y").is_err());
-    }
 }

@@ -9,12 +9,14 @@ mod upgrade;
 use crate::{Gateway, submit::CallError};
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use bytes::Bytes;
 use jobcast_protocol::ErrorCode;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 /// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
@@ -44,19 +46,112 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
     problem_json(status, detail, None)
 }
 
-/// A refusal to be answered as a problem response (small, for `Result` error types).
-pub struct Problem(StatusCode, String);
+/// A refusal, answered as a problem response: every handler's error type.
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+    /// The JSON-RPC code a WebSocket client would have seen for the same refusal.
+    code: Option<ErrorCode>,
+}
 
 impl Problem {
     /// A refusal with `status` and `detail`.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self(status, detail.into())
+        Self {
+            status,
+            detail: detail.into(),
+            code: None,
+        }
+    }
+
+    /// 400 with `detail`.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        problem(self.0, &self.1)
+        problem_json(self.status, &self.detail, self.code)
+    }
+}
+
+/// A call refused the way a WebSocket call would be: the HTTP status of its class, and its
+/// JSON-RPC code.
+impl From<CallError> for Problem {
+    fn from(e: CallError) -> Self {
+        let status = match e.0 {
+            ErrorCode::ParseError | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::MethodNotFound | ErrorCode::InvalidParams => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            detail: e.1,
+            code: Some(e.0),
+        }
+    }
+}
+
+/// Extractor: the request carries one of the configured API keys (401 otherwise). Put it
+/// first in a handler's arguments, so nothing else is read before the key is checked.
+pub struct ApiKey;
+
+impl FromRequestParts<Arc<Gateway>> for ApiKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Problem> {
+        if gw.config.api_keys.is_empty() {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the server API is disabled: start the gateway with --api-key",
+            ));
+        }
+        if api_key_ok(gw, &parts.headers) {
+            Ok(ApiKey)
+        } else {
+            Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key",
+            ))
+        }
+    }
+}
+
+/// Extractor: a JSON body; one that is too large (413), unreadable or not the expected JSON
+/// (400) is a problem.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| Problem::new(r.status(), r.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Extractor: query parameters; ones that do not fit `T` are a 400 problem.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| Problem::bad_request(e.body_text()))
     }
 }
 
@@ -81,23 +176,6 @@ fn problem_json(status: StatusCode, detail: &str, code: Option<ErrorCode>) -> Re
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
-}
-
-impl IntoResponse for CallError {
-    fn into_response(self) -> Response {
-        let status = match self.0 {
-            ErrorCode::ParseError | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::MethodNotFound | ErrorCode::InvalidParams => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        problem_json(status, &self.1, Some(self.0))
-    }
 }
 
 /// The gateway's routes (see [`ROUTES`]).
@@ -141,25 +219,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The server API's guard: `Err(401)` unless `Authorization: Bearer <key>` names a configured
-/// API key.
-pub fn require_api_key(gw: &Gateway, headers: &HeaderMap) -> Result<(), Problem> {
-    if gw.config.api_keys.is_empty() {
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "the server API is disabled: start the gateway with --api-key",
-        ));
-    }
-    if api_key_ok(gw, headers) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API key",
-        ))
-    }
 }
 
 /// Checks `Authorization: Bearer <api key>` against every configured key.

@@ -1,11 +1,11 @@
 //! Operator routes: `/healthz` and `/readyz` (open, for probes), `/stats` and `/metrics`
 //! (behind the API key), and `/openapi.json`.
 
-use super::{OPENAPI, problem, require_api_key};
+use super::{ApiKey, OPENAPI, problem};
 use crate::Gateway;
 use axum::{
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use std::sync::Arc;
@@ -26,10 +26,7 @@ pub async fn openapi() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(p) = require_api_key(&gw, &headers) {
-        return p.into_response();
-    }
+pub async fn metrics(_: ApiKey, State(gw): State<Arc<Gateway>>) -> Response {
     // Queue depths are read at scrape time.
     if let Ok(c) = gw.queue.counts().await {
         for (state, n) in [
@@ -63,14 +60,7 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// `GET /stats[?scope=cluster]`: this gateway's stats, or every live gateway's summed.
-pub async fn stats(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    if let Err(p) = require_api_key(&gw, &headers) {
-        return p.into_response();
-    }
+pub async fn stats(_: ApiKey, State(gw): State<Arc<Gateway>>, uri: axum::http::Uri) -> Response {
     let cluster = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "scope=cluster"));
