@@ -84,6 +84,12 @@ impl Admission {
         self.total.load(Ordering::SeqCst)
     }
 
+    /// Distinct users with a connection admitted (kept by the per-user cap anyway, so
+    /// stats need not walk every connection to count them).
+    pub fn users(&self) -> usize {
+        self.by_user.len()
+    }
+
     /// Admits a connection, or says why not (status and detail).
     pub fn admit(
         self: &Arc<Self>,

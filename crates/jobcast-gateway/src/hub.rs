@@ -392,13 +392,4 @@ impl Hub {
             .filter(|s| s.conn.send(frame.clone()))
             .count()
     }
-
-    /// Number of distinct users connected.
-    pub fn unique_users(&self) -> usize {
-        self.conns
-            .iter()
-            .map(|c| c.user.clone())
-            .collect::<HashSet<_>>()
-            .len()
-    }
 }

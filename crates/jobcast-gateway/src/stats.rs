@@ -60,7 +60,7 @@ pub async fn local(gw: &Gateway) -> Value {
         "serverId": gw.config.server_id,
         "instanceId": gw.instance_id,
         "totalConnections": conns.len(),
-        "uniqueUsers": gw.hub.unique_users(),
+        "uniqueUsers": gw.admission.users(),
         "byUserType": by_type,
         "uptime": gw.started.elapsed().as_secs(),
         "queue": queue,

@@ -157,7 +157,15 @@ async fn message_rate_limit() {
     let v = ws.call("rpc.ping", json!({})).await;
     assert!(v["result"]["pong"].is_number(), "{v}");
     let m = http(s.addr, "GET", "/metrics", Some("k"), None).await;
-    assert!(m.body.contains("jobcast_rate_limited_total"), "{}", m.body);
+    // Three single pings and one batch were refused: the counter says so (a description line
+    // alone would not do).
+    let limited: f64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("jobcast_rate_limited_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no jobcast_rate_limited_total sample:\n{}", m.body));
+    assert_eq!(limited, 4.0);
 }
 
 /// Resident memory of a process, in KiB.
