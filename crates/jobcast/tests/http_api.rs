@@ -265,6 +265,19 @@ fn numsub(redis: &RedisServer, topic: &str) -> i64 {
     n
 }
 
+/// Polls `numsub` until it shows `n` (for up to 2 s); returns the last figure.
+async fn numsub_becomes(redis: &RedisServer, topic: &str, n: i64) -> i64 {
+    let mut last = -1;
+    for _ in 0..100 {
+        last = numsub(redis, topic);
+        if last == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
 /// Collects the `topic.message`/push frames a connection receives within `wait`.
 async fn drain(ws: &mut Ws, wait: Duration) -> Vec<Value> {
     let mut v = Vec::new();
@@ -285,8 +298,9 @@ async fn topics_and_pushes_cross_gateways() {
     for ws in [&mut on_a, &mut on_b1, &mut on_b2] {
         ws.call("rpc.subscribe", json!({"topic": "room:9"})).await;
     }
-    // One Redis subscription per gateway with local subscribers, not per connection.
-    assert_eq!(numsub(&redis, "room:9"), 2);
+    // One Redis subscription per gateway with local subscribers, not per connection. The
+    // bus subscribes in the background: wait for both before publishing.
+    assert_eq!(numsub_becomes(&redis, "room:9", 2).await, 2);
 
     // Published on A over WebSocket and over HTTP: everyone gets each exactly once.
     let mut publisher = a.connect("carol").await;
@@ -347,15 +361,7 @@ async fn topics_and_pushes_cross_gateways() {
         .await;
     on_a.call("rpc.unsubscribe", json!({"topic": "room:9"}))
         .await;
-    let mut n = -1;
-    for _ in 0..100 {
-        n = numsub(&redis, "room:9");
-        if n == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(n, 0);
+    assert_eq!(numsub_becomes(&redis, "room:9", 0).await, 0);
 }
 
 /// Parses Prometheus text into `name{labels}` → value, checking every line's shape.
