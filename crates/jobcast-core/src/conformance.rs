@@ -33,6 +33,7 @@ fn job(method: &str, options: JobOptions) -> NewJob {
         owner: "u1".into(),
         request_id: None,
         options,
+        max_open_per_owner: 0,
     }
 }
 
@@ -72,6 +73,7 @@ where
     topics_reach_other_gateways_in_order(make().await).await;
     presence_and_reports(make().await).await;
     operators_list_retry_and_purge(make().await).await;
+    open_jobs_are_capped_per_owner(make().await).await;
 }
 
 /// Duplicate ids create nothing and report the existing job.
@@ -724,4 +726,81 @@ pub async fn operators_list_retry_and_purge(b: Backend) {
         vec![ids[3].clone()]
     );
     assert_eq!(b.queue.purge(JobState::Queued, future).await.unwrap(), 0);
+}
+
+/// `max_open_per_owner` refuses an owner's job past the cap, counts only jobs not yet ended
+/// (completed, failed, cancelled and retried jobs all move the count), never limits other
+/// owners or jobs without an owner, and still answers a duplicate submit.
+pub async fn open_jobs_are_capped_per_owner(b: Backend) {
+    let capped = |owner: &str| NewJob {
+        owner: owner.into(),
+        max_open_per_owner: 3,
+        ..job("m", JobOptions::default())
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let j = capped("u1");
+        ids.push(j.id.clone());
+        b.queue.enqueue(j, GW).await.unwrap();
+    }
+    let refused = b.queue.enqueue(capped("u1"), GW).await;
+    assert!(
+        matches!(refused, Err(crate::Error::OwnerFull)),
+        "fourth open job of u1: {refused:?}"
+    );
+    // A resubmit of an existing job is answered, not refused.
+    let dup = NewJob {
+        id: ids[0].clone(),
+        ..capped("u1")
+    };
+    assert!(b.queue.enqueue(dup, GW).await.unwrap().duplicate);
+    // Other owners, ownerless jobs and uncapped submits are not limited by u1's count.
+    b.queue.enqueue(capped("u2"), GW).await.unwrap();
+    b.queue.enqueue(capped(""), GW).await.unwrap();
+    let uncapped = NewJob {
+        owner: "u3".into(),
+        ..job("m", JobOptions::default())
+    };
+    b.queue.enqueue(uncapped, GW).await.unwrap();
+
+    // Each way of ending a job frees a place: cancel...
+    b.queue.cancel(&ids[0]).await.unwrap().unwrap();
+    b.queue.enqueue(capped("u1"), GW).await.unwrap();
+    assert!(matches!(
+        b.queue.enqueue(capped("u1"), GW).await,
+        Err(crate::Error::OwnerFull)
+    ));
+    // ...complete and fail (claims take the oldest first: ids[1], ids[2]).
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 2, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 2);
+    b.queue.complete(&c[0].lease, raw("1")).await.unwrap();
+    b.queue
+        .fail(
+            &c[1].lease,
+            AttemptFailure::Error {
+                message: "bad".into(),
+                retryable: false,
+            },
+        )
+        .await
+        .unwrap();
+    b.queue.enqueue(capped("u1"), GW).await.unwrap();
+    let last = capped("u1");
+    let last_id = last.id.clone();
+    b.queue.enqueue(last, GW).await.unwrap();
+    assert!(matches!(
+        b.queue.enqueue(capped("u1"), GW).await,
+        Err(crate::Error::OwnerFull)
+    ));
+    // A retried job is open again and counts (retry itself is an operator's act: not capped).
+    assert!(b.queue.cancel(&last_id).await.unwrap().unwrap().cancelled);
+    b.queue.retry(&c[1].lease.job_id).await.unwrap().unwrap();
+    assert!(matches!(
+        b.queue.enqueue(capped("u1"), GW).await,
+        Err(crate::Error::OwnerFull)
+    ));
 }

@@ -9,6 +9,10 @@ pub enum Error {
     /// The queue holds its configured maximum of waiting jobs; callers answer -32005.
     #[error("queue full")]
     QueueFull,
+    /// The job's owner already has their configured maximum of jobs not yet ended; callers
+    /// answer -32005.
+    #[error("too many open jobs for this owner")]
+    OwnerFull,
     /// The worker no longer holds the job's lease (it lapsed, or the job was cancelled).
     #[error("lease lost for job {0}")]
     LeaseLost(String),

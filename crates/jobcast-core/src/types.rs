@@ -120,6 +120,9 @@ pub struct NewJob {
     pub request_id: Option<RequestId>,
     /// Validated options.
     pub options: JobOptions,
+    /// Refuse with [`Error::OwnerFull`](crate::Error::OwnerFull) when `owner` already has
+    /// this many jobs not yet ended (0: no limit; jobs without an owner are never limited).
+    pub max_open_per_owner: u32,
 }
 
 /// What [`JobQueue::enqueue`] did.

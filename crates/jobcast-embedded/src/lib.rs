@@ -526,6 +526,7 @@ mod tests {
             owner: "u".into(),
             request_id: None,
             options: Default::default(),
+            max_open_per_owner: 0,
         };
         {
             let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();

@@ -138,6 +138,9 @@ pub struct State {
     token_seq: u64,
     /// Jobs not yet ended.
     pub open_jobs: usize,
+    /// Jobs not yet ended, by owner (owners with none are absent; jobs without one are not
+    /// counted).
+    open_by_owner: HashMap<String, u32>,
     /// Ended jobs kept, by state.
     ended_counts: HashMap<JobState, u64>,
 }
@@ -170,19 +173,23 @@ impl State {
                     rec.seq,
                     rec.id.clone(),
                 ));
-                self.open_jobs += 1;
+                self.count_open(&rec.owner, true);
             }
             JobState::Delayed => {
                 self.delayed.insert((rec.run_at, rec.seq, rec.id.clone()));
-                self.open_jobs += 1;
+                self.count_open(&rec.owner, true);
             }
-            JobState::Active => self.open_jobs += 1,
+            JobState::Active => self.count_open(&rec.owner, true),
             JobState::Completed | JobState::Failed | JobState::Cancelled => {
                 self.ended
                     .insert((rec.finished_at.unwrap_or(0), rec.id.clone()));
                 *self.ended_counts.entry(rec.state).or_default() += 1;
             }
         }
+    }
+
+    fn count_open(&mut self, owner: &str, opened: bool) {
+        count_open(&mut self.open_jobs, &mut self.open_by_owner, owner, opened);
     }
 
     fn unindex_waiting(&mut self, rec: &JobRecord) {
@@ -227,6 +234,11 @@ impl State {
         }
         if self.open_jobs >= max_open {
             return Err(jobcast_core::Error::QueueFull);
+        }
+        if job.max_open_per_owner > 0
+            && self.open_by_owner.get(&job.owner).copied().unwrap_or(0) >= job.max_open_per_owner
+        {
+            return Err(jobcast_core::Error::OwnerFull);
         }
         let delayed = job.options.delay_ms > 0;
         let rec = JobRecord {
@@ -473,7 +485,12 @@ impl State {
         };
         rec.state = state;
         rec.finished_at = Some(now);
-        self.open_jobs = self.open_jobs.saturating_sub(1);
+        count_open(
+            &mut self.open_jobs,
+            &mut self.open_by_owner,
+            &rec.owner,
+            false,
+        );
         *self.ended_counts.entry(state).or_default() += 1;
         self.ended.insert((now, id.to_owned()));
         fx.persist(rec);
@@ -660,7 +677,12 @@ impl State {
         rec.started_at = None;
         rec.finished_at = None;
         make_ready(&mut self.ready, rec, seq);
-        self.open_jobs += 1;
+        count_open(
+            &mut self.open_jobs,
+            &mut self.open_by_owner,
+            &rec.owner,
+            true,
+        );
         fx.persist(rec);
         fx.wake = true;
         (
@@ -717,5 +739,26 @@ fn add_listener(rec: &mut JobRecord, listener: &str) {
             rec.listeners.remove(0);
         }
         rec.listeners.push(listener.to_owned());
+    }
+}
+
+/// Counts a job opening or ending, in total and for its owner (owners reaching zero are
+/// removed, so the map holds only owners with open jobs).
+fn count_open(total: &mut usize, by_owner: &mut HashMap<String, u32>, owner: &str, opened: bool) {
+    if opened {
+        *total += 1;
+    } else {
+        *total = total.saturating_sub(1);
+    }
+    if owner.is_empty() {
+        return;
+    }
+    if opened {
+        *by_owner.entry(owner.to_owned()).or_default() += 1;
+    } else if let Some(n) = by_owner.get_mut(owner) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            by_owner.remove(owner);
+        }
     }
 }

@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     pub max_jobs_per_conn: usize,
     /// Most topics one connection may subscribe to (its `user:` topic included).
     pub max_topics_per_conn: usize,
+    /// Most jobs of one user not yet ended, across the cluster (more: -32005; 0 = no limit).
+    /// Jobs submitted over the server API without a `userId` are not counted.
+    pub max_pending_per_user: u32,
     /// Limits job options are clamped to.
     pub option_limits: OptionLimits,
     /// Token verification.
@@ -79,6 +82,7 @@ impl GatewayConfig {
             max_in_flight: 128,
             max_jobs_per_conn: 10_000,
             max_topics_per_conn: 256,
+            max_pending_per_user: 1_000,
             option_limits: OptionLimits::default(),
             auth,
             api_keys: Vec::new(),

@@ -22,6 +22,10 @@ impl CallError {
 pub fn queue_error(e: QueueError) -> CallError {
     match e {
         QueueError::QueueFull => CallError::new(ErrorCode::Overloaded, "queue full; retry later"),
+        QueueError::OwnerFull => CallError::new(
+            ErrorCode::Overloaded,
+            "too many pending jobs for this user; retry when one ends",
+        ),
         QueueError::Unavailable(_) => {
             CallError::new(ErrorCode::Overloaded, "backend unavailable; retry later")
         }
@@ -90,5 +94,6 @@ pub async fn prepare(gw: &Gateway, call: Call) -> Result<NewJob, CallError> {
         owner: call.owner,
         request_id: call.request_id,
         options,
+        max_open_per_owner: gw.config.max_pending_per_user,
     })
 }

@@ -13,6 +13,7 @@
 //! | `{q}:ended` | zset | ended jobs by end time (ms), for the retention purge |
 //! | `{q}:seq` | string | sequence counter |
 //! | `{q}:open` | string | number of jobs not yet ended |
+//! | `{q}:owners` | hash | owner → number of their jobs not yet ended (owners with none are absent) |
 //! | `{q}:ends` | hash | ended jobs kept, by state (completed, failed, cancelled) |
 //! | `{q}:workers` | zset | worker ids by announcement expiry (ms) |
 //! | `{q}:wm:<worker>` | string | JSON list of the worker's methods (with TTL) |
@@ -137,6 +138,11 @@ impl Keys {
         format!("{}open", self.prefix)
     }
 
+    /// Open jobs counted by owner.
+    pub fn owners(&self) -> String {
+        format!("{}owners", self.prefix)
+    }
+
     /// Ended jobs kept, counted by state.
     pub fn ends(&self) -> String {
         format!("{}ends", self.prefix)
@@ -206,6 +212,7 @@ mod tests {
             k.seq(),
             k.open(),
             k.ends(),
+            k.owners(),
             k.workers(),
             k.worker_methods("w"),
             k.inbox("g"),

@@ -389,6 +389,7 @@ async fn ticker(b: RedisBackend) {
                     .key(k.seq())
                     .key(k.open())
                     .key(k.ends())
+                    .key(k.owners())
                     .arg(now)
                     .arg(k.job_prefix())
                     .arg(k.ready_prefix())
@@ -435,6 +436,7 @@ impl JobQueue for RedisBackend {
                 .key(k.seq())
                 .key(k.open())
                 .key(k.mark(&job.method))
+                .key(k.owners())
                 .arg(&job.id)
                 .arg(&job.method)
                 .arg(job.params.get())
@@ -450,10 +452,14 @@ impl JobQueue for RedisBackend {
                 .arg(now_ms())
                 .arg(listener)
                 .arg(self.inner.config.max_open_jobs)
+                .arg(job.max_open_per_owner)
                 .invoke_async(&mut self.conn()),
         )
         .await;
         let (dup, state, owner) = match r {
+            Err(e) if e.code() == Some("OWNER_FULL") || e.to_string().contains("OWNER_FULL") => {
+                return Err(Error::OwnerFull);
+            }
             Err(e) if e.code() == Some("FULL") || e.to_string().contains("FULL") => {
                 return Err(Error::QueueFull);
             }
@@ -509,6 +515,7 @@ impl JobQueue for RedisBackend {
                     .key(k.open())
                     .key(k.delayed())
                     .key(k.ends())
+                    .key(k.owners())
                     .arg(job_id)
                     .arg(now_ms())
                     .arg(k.inbox_prefix())
@@ -648,6 +655,7 @@ impl JobQueue for RedisBackend {
                     .key(k.ended())
                     .key(k.open())
                     .key(k.ends())
+                    .key(k.owners())
                     .arg(&lease.token)
                     .arg(result.get())
                     .arg(now_ms())
@@ -688,6 +696,7 @@ impl JobQueue for RedisBackend {
                     .key(k.seq())
                     .key(k.mark(&method))
                     .key(k.ends())
+                    .key(k.owners())
                     .arg(&lease.token)
                     .arg(kind)
                     .arg(message)
@@ -873,6 +882,7 @@ impl JobQueue for RedisBackend {
                     .key(k.seq())
                     .key(k.open())
                     .key(k.ends())
+                    .key(k.owners())
                     .arg(job_id)
                     .arg(k.ready_prefix())
                     .arg(k.mark_prefix())

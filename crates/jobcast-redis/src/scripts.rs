@@ -1,8 +1,19 @@
 //! The Lua scripts, one per atomic state change (see `lua/*.lua` for KEYS and ARGV). Each is
 //! sent by EVALSHA, and loaded again automatically when Redis answers NOSCRIPT (after a
-//! restart or SCRIPT FLUSH).
+//! restart or SCRIPT FLUSH). The scripts that open, requeue and end jobs share the helpers of
+//! `lua/prelude.lua`.
 
 use redis::Script;
+
+/// A script that uses the helpers of `lua/prelude.lua`, which is prepended to it.
+macro_rules! with_prelude {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!(concat!("lua/", $name, ".lua"))
+        ))
+    };
+}
 
 /// Every script, compiled (hashed) once.
 pub struct Scripts {
@@ -24,17 +35,17 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Self {
         Self {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            enqueue: with_prelude!("enqueue"),
             claim: Script::new(include_str!("lua/claim.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
             progress: Script::new(include_str!("lua/progress.lua")),
-            complete: Script::new(include_str!("lua/complete.lua")),
-            fail: Script::new(include_str!("lua/fail.lua")),
-            cancel: Script::new(include_str!("lua/cancel.lua")),
+            complete: with_prelude!("complete"),
+            fail: with_prelude!("fail"),
+            cancel: with_prelude!("cancel"),
             listen: Script::new(include_str!("lua/listen.lua")),
-            tick: Script::new(include_str!("lua/tick.lua")),
+            tick: with_prelude!("tick"),
             presence: Script::new(include_str!("lua/presence.lua")),
-            retry: Script::new(include_str!("lua/retry.lua")),
+            retry: with_prelude!("retry"),
             purge: Script::new(include_str!("lua/purge.lua")),
             list_ended: Script::new(include_str!("lua/list_ended.lua")),
         }

@@ -93,6 +93,7 @@ fn job(id: &str, options: JobOptions) -> NewJob {
         owner: "u".into(),
         request_id: None,
         options,
+        max_open_per_owner: 0,
     }
 }
 

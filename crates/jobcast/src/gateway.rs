@@ -62,6 +62,13 @@ pub struct GatewayArgs {
     /// Messages one connection may send at once before the rate applies.
     #[arg(long, env = "RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
+    /// Most jobs of one user not yet ended, across the cluster (more: -32005; 0 = no limit).
+    #[arg(long, env = "MAX_PENDING_PER_USER", default_value_t = 1_000)]
+    pub max_pending_per_user: u32,
+    /// Most topics one connection may subscribe to, its own `user:` topic included
+    /// (more: -32005).
+    #[arg(long, env = "MAX_TOPICS_PER_CONNECTION", default_value_t = 256)]
+    pub max_topics_per_connection: usize,
 }
 
 impl GatewayArgs {
@@ -115,6 +122,8 @@ impl GatewayArgs {
         };
         config.rate_per_sec = self.rate_limit.max(0.0);
         config.rate_burst = self.rate_burst;
+        config.max_pending_per_user = self.max_pending_per_user;
+        config.max_topics_per_conn = self.max_topics_per_connection.max(1);
         config.api_keys = self
             .api_key
             .iter()

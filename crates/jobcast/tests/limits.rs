@@ -1,6 +1,7 @@
 //! Admission and per-connection limits over real sockets: the Origin allow-list (403), the
-//! per-user, per-IP and gateway-wide connection caps (429, 429, 503), and the message rate
-//! limit (-32003 with `retryAfterMs`).
+//! per-user, per-IP and gateway-wide connection caps (429, 429, 503), the message rate
+//! limit (-32003 with `retryAfterMs`), pending jobs per user and topics per connection
+//! (-32005), and slow consumers (1008).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -169,6 +170,74 @@ async fn message_rate_limit() {
 }
 
 /// Resident memory of a process, in KiB.
+#[tokio::test]
+async fn pending_jobs_per_user_are_capped() {
+    let s = Server::start(&["--max-pending-per-user", "3", "--api-key", "k"]);
+    let mut a = s.connect("alice").await;
+    let mut phone = s.connect("alice").await;
+    let mut bob = s.connect("bob").await;
+    // Three long jobs fill alice's allowance, whichever of her connections sends them.
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        let ws = if i < 2 { &mut a } else { &mut phone };
+        let id = ws.job("demo.sleep", json!({"ms": 60_000}), json!({})).await;
+        let v = ws
+            .recv_until(|v| v["method"] == "job.accepted" && v["params"]["requestId"] == id)
+            .await;
+        accepted.push(v["params"]["jobId"].as_str().unwrap().to_owned());
+    }
+    let id = phone.job("demo.echo", json!({}), json!({})).await;
+    let v = phone.recv_until(|v| v["id"] == id).await;
+    assert_eq!(v["error"]["code"], -32005, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("pending"),
+        "{v}"
+    );
+    // Bob is not limited by alice's jobs.
+    let id = bob.job("demo.echo", json!({"x": 1}), json!({})).await;
+    let v = bob.final_for(&id).await;
+    assert_eq!(v["result"]["x"], 1, "{v}");
+    // The server API is trusted: it may still submit a job for alice.
+    let r = http(
+        s.addr,
+        "POST",
+        "/v1/jobs",
+        Some("k"),
+        Some(r#"{"method":"demo.echo","params":{},"userId":"alice"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // When one of her jobs ends, she may submit again.
+    let v = a.call("rpc.cancel", json!({"jobId": accepted[0]})).await;
+    assert_eq!(v["result"]["cancelled"], true, "{v}");
+    let id = a.job("demo.echo", json!({"y": 2}), json!({})).await;
+    let v = a.final_for(&id).await;
+    assert_eq!(v["result"]["y"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn topics_per_connection_are_capped() {
+    // The connection's own `user:` topic takes one of the three places.
+    let s = Server::start(&["--max-topics-per-connection", "3"]);
+    let mut ws = s.connect("alice").await;
+    for t in ["room:1", "room:2"] {
+        let v = ws.call("rpc.subscribe", json!({"topic": t})).await;
+        assert_eq!(v["result"]["subscribed"], true, "{v}");
+    }
+    let v = ws.call("rpc.subscribe", json!({"topic": "room:3"})).await;
+    assert_eq!(v["error"]["code"], -32005, "{v}");
+    // Leaving one frees its place; another connection has its own allowance.
+    let v = ws.call("rpc.unsubscribe", json!({"topic": "room:1"})).await;
+    assert!(v.get("result").is_some(), "{v}");
+    let v = ws.call("rpc.subscribe", json!({"topic": "room:3"})).await;
+    assert_eq!(v["result"]["subscribed"], true, "{v}");
+    let mut other = s.connect("alice").await;
+    let v = other
+        .call("rpc.subscribe", json!({"topic": "room:9"}))
+        .await;
+    assert_eq!(v["result"]["subscribed"], true, "{v}");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

@@ -78,6 +78,11 @@ pub async fn submit_job(
         },
     )
     .await?;
+    // The server API is trusted: its jobs do not count against a user's pending-job limit.
+    let job = jobcast_core::NewJob {
+        max_open_per_owner: 0,
+        ..job
+    };
     // No connection of this gateway waits for it: nobody needs its events here.
     let enq = gw.queue.enqueue(job, "").await.map_err(queue_error)?;
     if enq.duplicate && enq.owner != owner {

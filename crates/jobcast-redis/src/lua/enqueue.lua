@@ -1,11 +1,12 @@
 -- enqueue: create a job, or report the existing one with the same id (idempotent submit).
 -- KEYS[1] job hash {q}:j:<id>     KEYS[2] listeners {q}:l:<id>   KEYS[3] ready {q}:ready:<method>
 -- KEYS[4] delayed {q}:delayed     KEYS[5] seq {q}:seq            KEYS[6] open {q}:open
--- KEYS[7] marker {q}:mark:<method>
+-- KEYS[7] marker {q}:mark:<method>   KEYS[8] open jobs per owner {q}:owners
 -- ARGV: 1 id, 2 method, 3 params, 4 owner, 5 request id JSON ('' = none), 6 priority,
 --       7 delay ms, 8 timeout ms ('' = none), 9 attempts, 10 backoff type, 11 backoff delay ms,
---       12 backoff jitter, 13 now ms, 14 listener gateway id, 15 max open jobs
--- Returns {duplicate 0|1, state, owner}, or the error FULL.
+--       12 backoff jitter, 13 now ms, 14 listener gateway id, 15 max open jobs,
+--       16 max open jobs of this owner (0 = no limit)
+-- Returns {duplicate 0|1, state, owner}, or the error FULL (queue) or OWNER_FULL (owner).
 -- Job hash fields: m method, p params, o owner, r request id, pr priority, tmo timeout, max
 -- attempts, bkt/bkd/bkj backoff, s state, pg progress, a attempt, st stalls, c created,
 -- sa started, f finished, ra run at, seq, res result, err error JSON, w worker, tok lease token.
@@ -20,6 +21,10 @@ end
 if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[15]) then
   return redis.error_reply('FULL')
 end
+local owner_cap = tonumber(ARGV[16])
+if owner_cap > 0 and tonumber(redis.call('HGET', KEYS[8], ARGV[4]) or '0') >= owner_cap then
+  return redis.error_reply('OWNER_FULL')
+end
 local seq = redis.call('INCR', KEYS[5])
 local now = tonumber(ARGV[13])
 local delay = tonumber(ARGV[7])
@@ -31,10 +36,8 @@ redis.call('HSET', KEYS[1], 'm', ARGV[2], 'p', ARGV[3], 'o', ARGV[4], 'r', ARGV[
 if delay > 0 then
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + delay), ARGV[1])
 else
-  redis.call('ZADD', KEYS[3], string.format('%.0f', (1000 - tonumber(ARGV[6])) * 4398046511104 + seq), ARGV[1])
-  redis.call('LPUSH', KEYS[7], 1)
-  redis.call('LTRIM', KEYS[7], 0, 0)
+  make_ready(KEYS[3], KEYS[7], KEYS[1], ARGV[1], ARGV[6], seq)
 end
-redis.call('INCR', KEYS[6])
+count_open(KEYS[6], KEYS[8], ARGV[4], 1)
 redis.call('SADD', KEYS[2], ARGV[14])
 return {0, state, ARGV[4]}

@@ -1,13 +1,13 @@
 -- fail: end the current attempt with a failure; retry after the job's backoff, or fail it.
 -- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
 -- KEYS[6] delayed    KEYS[7] ready of the job's method     KEYS[8] seq     KEYS[9] marker
--- KEYS[10] end counts
+-- KEYS[10] end counts   KEYS[11] open jobs per owner
 -- ARGV: 1 token, 2 kind (error|timeout), 3 message, 4 retryable (1|0), 5 now ms,
 --       6 random unit [0,1), 7 job id, 8 inbox channel prefix
 -- Returns {1, run at ms} when retrying, {0, 0} when the job failed, {-1, 0} when the lease
 -- is not held.
 if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return {-1, 0} end
-local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr')
+local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o')
 local attempt, max = tonumber(f[1]), tonumber(f[2])
 local now = tonumber(ARGV[5])
 redis.call('HDEL', KEYS[1], 'tok')
@@ -24,10 +24,7 @@ if ARGV[4] == '1' and attempt < max then
     redis.call('HSET', KEYS[1], 's', 'delayed')
     redis.call('ZADD', KEYS[6], at, ARGV[7])
   else
-    redis.call('HSET', KEYS[1], 's', 'queued')
-    redis.call('ZADD', KEYS[7], string.format('%.0f', (1000 - tonumber(f[6])) * 4398046511104 + seq), ARGV[7])
-    redis.call('LPUSH', KEYS[9], 1)
-    redis.call('LTRIM', KEYS[9], 0, 0)
+    make_ready(KEYS[7], KEYS[9], KEYS[1], ARGV[7], f[6], seq)
   end
   return {1, at}
 end
@@ -39,10 +36,7 @@ else
 end
 redis.call('HSET', KEYS[1], 's', 'failed', 'err', err, 'f', ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
-redis.call('DECR', KEYS[5])
+count_open(KEYS[5], KEYS[11], f[7], -1)
 redis.call('HINCRBY', KEYS[10], 'failed', 1)
-local msg = '{"t":"f","id":"' .. ARGV[7] .. '","err":' .. err .. '}'
-for _, gw in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('PUBLISH', ARGV[8] .. gw, msg)
-end
+publish_final(KEYS[2], ARGV[8], ARGV[7], 'err', err)
 return {0, 0}
