@@ -1,10 +1,18 @@
-//! Authentication of WebSocket upgrades: where the token is found (header, subprotocol,
-//! query), how it is verified (JWT, HS256/384/512 here), and what its claims allow
-//! (methods, topics to subscribe to, topics to publish to).
+//! Authentication of WebSocket upgrades: how a token is verified (JWT: HS256/384/512 with a
+//! shared secret, or RS/PS/ES/EdDSA with public keys from PEM files and a JWKS file, see
+//! [`keys`]), and what its claims allow (methods, topics to subscribe to, topics to publish
+//! to). Where the token is found is the upgrade's business (`http::upgrade`).
+//!
+//! Each verifier accepts only its own algorithms: with public keys configured, HMAC-signed
+//! tokens are refused (an attacker cannot sign with the public key as an HMAC secret), and
+//! with a secret only, asymmetric ones are.
+
+pub mod keys;
 
 use jobcast_protocol::topics::{any_matches, user_topic};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Longest token accepted; longer ones are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8192;
@@ -12,8 +20,10 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 /// How tokens are verified.
 #[derive(Clone)]
 pub struct AuthConfig {
-    /// The shared HMAC secret.
+    /// The shared HMAC secret (not used when `public_keys` is set).
     pub secret: Vec<u8>,
+    /// Public keys: when set, only tokens signed by one of them are accepted.
+    pub public_keys: Option<Arc<keys::PublicKeys>>,
     /// Accept tokens without `exp`.
     pub allow_no_exp: bool,
     /// Required `aud`, when set.
@@ -29,6 +39,7 @@ impl AuthConfig {
     pub fn hmac(secret: impl Into<Vec<u8>>) -> Self {
         Self {
             secret: secret.into(),
+            public_keys: None,
             allow_no_exp: false,
             audience: None,
             issuer: None,
@@ -106,8 +117,10 @@ pub fn verify(config: &AuthConfig, token: &str) -> Result<Claims, AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::TooLarge);
     }
-    let mut v = Validation::new(Algorithm::HS256);
-    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    // Exactly the token's algorithm, once it is known to be one this verifier accepts.
+    let mut v = Validation::new(header.alg);
     v.leeway = config.leeway_secs;
     v.validate_nbf = true;
     // An `exp` that is there is always checked; `allow_no_exp` only makes it optional.
@@ -131,9 +144,28 @@ pub fn verify(config: &AuthConfig, token: &str) -> Result<Claims, AuthError> {
     if let Some(iss) = &config.issuer {
         v.set_issuer(&[iss]);
     }
-    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.secret), &v)
-        .map_err(|e| AuthError::Invalid(e.to_string()))?;
-    let claims = data.claims;
+    let hmac = header.alg.family() == AlgorithmFamily::Hmac;
+    let claims = match (&config.public_keys, hmac) {
+        (None, true) => {
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.secret), &v)
+                .map_err(|e| AuthError::Invalid(e.to_string()))?
+                .claims
+        }
+        (None, false) => {
+            return Err(AuthError::Invalid(format!(
+                "{:?} needs a public key; none is configured",
+                header.alg
+            )));
+        }
+        (Some(_), true) => {
+            return Err(AuthError::Invalid(
+                "HMAC-signed tokens are refused when public keys are configured".into(),
+            ));
+        }
+        (Some(keys), false) => keys
+            .verify(token, header.kid.as_deref(), &v)
+            .map_err(AuthError::Invalid)?,
+    };
     if claims.sub.is_empty() || claims.sub.len() > 256 {
         return Err(AuthError::Invalid("sub must be 1-256 bytes".into()));
     }

@@ -7,16 +7,19 @@
 //! `session` (one connection's loop), [`http`] (the upgrade and the HTTP routes).
 #![warn(missing_docs)]
 
+mod accept;
 pub mod admission;
 pub mod auth;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod registry;
+pub mod reload;
 mod rpc;
 mod session;
 pub mod stats;
 mod submit;
+pub mod tls;
 mod topics;
 
 use auth::AuthConfig;
@@ -66,6 +69,12 @@ pub struct GatewayConfig {
     /// Keys accepted as `Authorization: Bearer <key>` on the server API (`/stats`).
     /// Empty: the server API is closed.
     pub api_keys: Vec<String>,
+    /// TLS (`wss://`, `https://`), when set.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// Time a new connection has for its TLS handshake and for each request head.
+    pub handshake_timeout: Duration,
+    /// Time an HTTP request (body included) has to be served.
+    pub request_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -86,6 +95,9 @@ impl GatewayConfig {
             option_limits: OptionLimits::default(),
             auth,
             api_keys: Vec::new(),
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -174,50 +186,36 @@ impl Gateway {
         drain_deadline: Duration,
     ) -> std::io::Result<()> {
         stats::start(&self).await;
-        let app = self.router();
-        let gw = self.clone();
-        let stop2 = stop.clone();
-        // Frames are small and latency matters: without TCP_NODELAY, a final response written
-        // right after `job.accepted` waits for the peer's delayed ACK (about 40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            stop2.cancelled().await;
-            gw.draining.store(true, Ordering::SeqCst);
-            gw.shutdown.cancel();
-        });
-        let result = server.into_future();
-        tokio::pin!(result);
-        tokio::select! {
-            r = &mut result => return r,
-            _ = stop.cancelled() => {}
+        if let Some(tls) = &self.config.tls {
+            reload::watch(tls.clone(), reload::CHECK_EVERY, stop.clone());
         }
-        // Upgraded WebSockets are detached from the HTTP server: wait for the sessions
+        if let Some(keys) = &self.config.auth.public_keys {
+            reload::watch(keys.clone(), reload::CHECK_EVERY, stop.clone());
+        }
+        let accepting = tokio::spawn(accept::serve(
+            self.clone(),
+            listener,
+            self.router(),
+            stop.clone(),
+        ));
+        stop.cancelled().await;
+        self.draining.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
+        // Upgraded WebSockets are detached from their HTTP connections: wait for the sessions
         // themselves (each closes with 1012 on shutdown) as well as for plain HTTP requests.
         let drained = async {
-            let r = result.await;
+            let _ = accepting.await;
             while self.connection_count() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            r
         };
-        match tokio::time::timeout(drain_deadline, drained).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    open = self.connection_count(),
-                    "drain deadline passed with connections still open"
-                );
-                Ok(())
-            }
+        if tokio::time::timeout(drain_deadline, drained).await.is_err() {
+            tracing::warn!(
+                open = self.connection_count(),
+                "drain deadline passed with connections still open"
+            );
         }
+        Ok(())
     }
 
     /// Whether the gateway refuses new work.

@@ -59,15 +59,25 @@ pub struct GatewayCmdArgs {
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     gateway::init_logging();
     let gw = &args.gateway;
-    let secret = gw.secret.existing()?.context(
-        "a gateway needs the JWT secret every gateway shares: pass --jwt-secret or set JWT_SECRET",
-    )?;
+    // With public keys the secret verifies nothing; without them every gateway needs it.
+    let secret = match gw.secret.existing()? {
+        Some(s) => s,
+        None if gw.uses_public_keys() => Vec::new(),
+        None => anyhow::bail!(
+            "a gateway needs the JWT secret every gateway shares (--jwt-secret or JWT_SECRET), or \
+             public keys (--jwt-public-key, --jwks-file)"
+        ),
+    };
     let backend = args.redis.connect().await?;
     let (listener, local) = gw.bind().await?;
-    let config = gw.config(secret, local);
+    let config = gw.config(secret, local)?;
+    let scheme = gw.scheme();
     println!(
-        "jobcast gateway {} listening on http://{local} (WebSocket: ws://{local}/ws), queue {:?} on {}",
-        config.server_id, args.redis.queue, args.redis.redis_url
+        "jobcast gateway {} listening on {scheme}://{local} (WebSocket: {}://{local}/ws), queue {:?} on {}",
+        config.server_id,
+        if scheme == "https" { "wss" } else { "ws" },
+        args.redis.queue,
+        args.redis.redis_url
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();

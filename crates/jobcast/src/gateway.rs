@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use jobcast_core::{Bus, JobQueue};
 use jobcast_gateway::{Gateway, GatewayConfig, auth::AuthConfig};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,14 @@ pub struct GatewayArgs {
     /// Accept tokens without `exp`.
     #[arg(long, env = "JWT_ALLOW_NO_EXP")]
     pub allow_no_exp: bool,
+    /// Public key files (PEM: RSA, EC P-256/P-384 or Ed25519) that sign tokens; comma-separated.
+    /// With public keys, HMAC-signed tokens are refused. Reloaded on change and on SIGHUP.
+    #[arg(long, env = "JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_key: Vec<PathBuf>,
+    /// A JWKS file (`{"keys":[...]}`) of token-signing public keys, selected by `kid`.
+    /// Reloaded on change and on SIGHUP.
+    #[arg(long, env = "JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
     /// Required token audience.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -65,6 +73,20 @@ pub struct GatewayArgs {
     /// Most jobs of one user not yet ended, across the cluster (more: -32005; 0 = no limit).
     #[arg(long, env = "MAX_PENDING_PER_USER", default_value_t = 1_000)]
     pub max_pending_per_user: u32,
+    /// Certificate chain (PEM) to serve `wss://` and `https://` with; needs --tls-key.
+    /// Reloaded when the file changes and on SIGHUP.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Time a new connection has for its TLS handshake and its request head (slower ones are
+    /// closed).
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Time an HTTP request, body included, has to be served (slower: 408).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Most topics one connection may subscribe to, its own `user:` topic included
     /// (more: -32005).
     #[arg(long, env = "MAX_TOPICS_PER_CONNECTION", default_value_t = 256)]
@@ -96,12 +118,35 @@ impl GatewayArgs {
         Ok((listener, local))
     }
 
+    /// Whether tokens are verified with public keys (and not the shared secret).
+    pub fn uses_public_keys(&self) -> bool {
+        !self.jwt_public_key.is_empty() || self.jwks_file.is_some()
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The gateway settings for a gateway bound to `local`.
-    pub fn config(&self, secret: Vec<u8>, local: SocketAddr) -> GatewayConfig {
+    pub fn config(&self, secret: Vec<u8>, local: SocketAddr) -> anyhow::Result<GatewayConfig> {
         let mut auth = AuthConfig::hmac(secret);
         auth.allow_no_exp = self.allow_no_exp;
         auth.audience = self.jwt_audience.clone();
         auth.issuer = self.jwt_issuer.clone();
+        if self.uses_public_keys() {
+            auth.public_keys = Some(
+                jobcast_gateway::auth::keys::PublicKeys::load(
+                    self.jwt_public_key.clone(),
+                    self.jwks_file.clone(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            );
+        }
         let id = self
             .server_id
             .clone()
@@ -123,6 +168,12 @@ impl GatewayArgs {
         config.rate_per_sec = self.rate_limit.max(0.0);
         config.rate_burst = self.rate_burst;
         config.max_pending_per_user = self.max_pending_per_user;
+        config.handshake_timeout = self.handshake_timeout.max(Duration::from_millis(100));
+        config.request_timeout = self.request_timeout.max(Duration::from_millis(100));
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls =
+                Some(jobcast_gateway::tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?);
+        }
         config.max_topics_per_conn = self.max_topics_per_connection.max(1);
         config.api_keys = self
             .api_key
@@ -130,7 +181,7 @@ impl GatewayArgs {
             .filter(|k| !k.is_empty())
             .cloned()
             .collect();
-        config
+        Ok(config)
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let config = gw.config(secret, local);
+    let config = gw.config(secret, local)?;
     print_banner(&args, local, generated);
     let stop = CancellationToken::new();
     tokio::spawn(gateway::signals(stop.clone()));
@@ -86,16 +86,22 @@ fn print_banner(args: &ServeArgs, local: std::net::SocketAddr, generated: bool) 
         format!(" --data-dir {dir}")
     };
     println!(
-        "jobcast {ver} listening on http://{local} (WebSocket: ws://{local}/ws)\n  \
+        "jobcast {ver} listening on {http}://{local} (WebSocket: {ws}://{local}/ws)\n  \
          data: {dir}/jobs.redb (ended jobs kept {ret:?})\n  \
          {secret_note}\n  \
          get a token:  {exe} token --sub alice{secret_flag}\n  \
-         call a job:   {exe} call demo.progress '{{\"steps\":5,\"intervalMs\":200}}' --url ws://{local}/ws{secret_flag}\n  \
+         call a job:   {exe} call demo.progress '{{\"steps\":5,\"intervalMs\":200}}' --url {ws}://{local}/ws{secret_flag}\n  \
          from a browser console:\n    \
-         const ws = new WebSocket('ws://{local}/ws?token=' + TOKEN); ws.onmessage = e => console.log(e.data);\n    \
+         const ws = new WebSocket('{ws}://{local}/ws?token=' + TOKEN); ws.onmessage = e => console.log(e.data);\n    \
          ws.onopen = () => ws.send(JSON.stringify({{jsonrpc:'2.0', id:1, method:'demo.echo', params:{{hello:'world'}}}}));",
         ver = env!("CARGO_PKG_VERSION"),
         ret = args.retention,
+        http = args.gateway.scheme(),
+        ws = if args.gateway.tls_cert.is_some() {
+            "wss"
+        } else {
+            "ws"
+        },
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -1,5 +1,6 @@
 //! Token checks at the upgrade, over real sockets: what is accepted, and every refusal (401
-//! before the upgrade, as plain HTTP).
+//! before the upgrade, as plain HTTP), with a shared secret and with public keys (PEM files
+//! and a JWKS file, rotated while the server runs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -159,4 +160,182 @@ async fn allow_no_exp_still_checks_an_exp_that_is_there() {
         SECRET,
     );
     assert_eq!(status(&s, &expired).await, 401);
+}
+
+/// A key pair made by rcgen: the private key for signing, the public key PEM for the server.
+struct Signer {
+    private: EncodingKey,
+    public_pem: String,
+    alg: Algorithm,
+}
+
+impl Signer {
+    fn new(alg: Algorithm) -> Self {
+        let kind = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => &rcgen::PKCS_RSA_SHA256,
+            Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Algorithm::ES384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Algorithm::EdDSA => &rcgen::PKCS_ED25519,
+            other => panic!("no key type for {other:?}"),
+        };
+        let pair = rcgen::KeyPair::generate_for(kind).unwrap();
+        let pem = pair.serialize_pem();
+        let private = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+            _ => EncodingKey::from_ec_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        Self {
+            private,
+            public_pem: pair.public_key_pem(),
+            alg,
+        }
+    }
+
+    fn token(&self, sub: &str, kid: Option<&str>) -> String {
+        self.token_as(self.alg, sub, kid)
+    }
+
+    fn token_as(&self, alg: Algorithm, sub: &str, kid: Option<&str>) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, &json!({"sub": sub, "exp": now() + 600}), &self.private).unwrap()
+    }
+
+    /// This key as a JWK with `kid` (and `alg`, when given).
+    fn jwk(&self, kid: &str, alg: Option<&str>) -> Value {
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.private, self.alg).unwrap();
+        let mut v = serde_json::to_value(jwk).unwrap();
+        v["kid"] = json!(kid);
+        match alg {
+            Some(a) => v["alg"] = json!(a),
+            None => {
+                v.as_object_mut().unwrap().remove("alg");
+            }
+        }
+        v
+    }
+}
+
+#[tokio::test]
+async fn public_keys_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = Signer::new(Algorithm::RS256);
+    let ec = Signer::new(Algorithm::ES256);
+    let ed = Signer::new(Algorithm::EdDSA);
+    let mut files = Vec::new();
+    for (name, k) in [("rsa", &rsa), ("ec", &ec), ("ed", &ed)] {
+        let p = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&p, &k.public_pem).unwrap();
+        files.push(p.to_str().unwrap().to_owned());
+    }
+    let s = Server::start(&["--jwt-public-key", &files.join(",")]);
+    // Each key's own algorithms are accepted, RSA-PSS included.
+    assert_eq!(status(&s, &rsa.token("alice", None)).await, 101);
+    assert_eq!(
+        status(&s, &rsa.token_as(Algorithm::PS256, "alice", None)).await,
+        101
+    );
+    assert_eq!(
+        status(&s, &rsa.token_as(Algorithm::RS512, "alice", None)).await,
+        101
+    );
+    assert_eq!(status(&s, &ec.token("alice", None)).await, 101);
+    assert_eq!(status(&s, &ed.token("alice", None)).await, 101);
+    // A real session works with such a token.
+    let mut ws = s.connect_with(&ed.token("alice", None)).await;
+    let v = ws.call("rpc.ping", json!({})).await;
+    assert!(v["result"]["pong"].is_number(), "{v}");
+
+    // Algorithm confusion: HS256 signed with the public key's bytes as the HMAC secret.
+    for k in [&rsa, &ec, &ed] {
+        let forged = sign(
+            Algorithm::HS256,
+            json!({"sub": "mallory", "exp": now() + 600}),
+            &k.public_pem,
+        );
+        assert_eq!(
+            status(&s, &forged).await,
+            401,
+            "HS256 with a public key as secret"
+        );
+    }
+    // HMAC tokens are refused outright, even with the server's own secret.
+    assert_eq!(status(&s, &token("alice", None)).await, 401);
+    // A key nobody configured, and a key of one family posing as another's algorithm.
+    let stranger = Signer::new(Algorithm::RS256);
+    assert_eq!(status(&s, &stranger.token("alice", None)).await, 401);
+    let p384 = Signer::new(Algorithm::ES384);
+    assert_eq!(status(&s, &p384.token("alice", None)).await, 401);
+    // alg: none with a body that would otherwise pass.
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&json!({"sub": "alice", "exp": now() + 600}).to_string())
+    );
+    assert_eq!(status(&s, &none).await, 401);
+}
+
+#[tokio::test]
+async fn jwks_file_with_kid_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let old = Signer::new(Algorithm::RS256);
+    let new = Signer::new(Algorithm::ES256);
+    std::fs::write(
+        &jwks,
+        json!({"keys": [old.jwk("old", Some("RS256"))]}).to_string(),
+    )
+    .unwrap();
+    let s = Server::start(&["--jwks-file", jwks.to_str().unwrap()]);
+    assert_eq!(status(&s, &old.token("alice", Some("old"))).await, 101);
+    // No kid: every key that allows the algorithm is tried.
+    assert_eq!(status(&s, &old.token("alice", None)).await, 101);
+    // The JWK names RS256 only: a PS256 token from the same key is refused.
+    assert_eq!(
+        status(&s, &old.token_as(Algorithm::PS256, "alice", Some("old"))).await,
+        401
+    );
+    // Not yet published.
+    assert_eq!(status(&s, &new.token("alice", Some("new"))).await, 401);
+
+    // Rotation, step 1: publish the new key next to the old one (SIGHUP reloads at once).
+    std::fs::write(
+        &jwks,
+        json!({"keys": [old.jwk("old", Some("RS256")), new.jwk("new", None)]}).to_string(),
+    )
+    .unwrap();
+    s.signal("HUP");
+    eventually_status(&s, &new.token("alice", Some("new")), 101).await;
+    assert_eq!(status(&s, &old.token("alice", Some("old"))).await, 101);
+    // A kid that names the wrong key does not fall back to the others.
+    assert_eq!(status(&s, &old.token("alice", Some("new"))).await, 401);
+
+    // Step 2: retire the old key; the file change alone is noticed.
+    std::fs::write(&jwks, json!({"keys": [new.jwk("new", None)]}).to_string()).unwrap();
+    eventually_status(&s, &old.token("alice", Some("old")), 401).await;
+    assert_eq!(status(&s, &new.token("alice", Some("new"))).await, 101);
+
+    // A broken file keeps the keys in use.
+    std::fs::write(&jwks, "{not json").unwrap();
+    s.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(status(&s, &new.token("alice", Some("new"))).await, 101);
+}
+
+/// Waits (up to 15 s; files are checked every 2 s) for `token` to get `want`.
+async fn eventually_status(s: &Server, token: &str, want: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = status(s, token).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {got}, expected {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

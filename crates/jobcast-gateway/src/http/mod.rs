@@ -210,7 +210,23 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         })
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.config.request_timeout,
+            request_timeout,
+        ))
         .with_state(gw)
+}
+
+/// Answers 408 to a request not served in time (a body trickled in slowly, for one).
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => problem(StatusCode::REQUEST_TIMEOUT, "request not completed in time"),
+    }
 }
 
 /// Compares in time independent of where the strings differ.

@@ -73,8 +73,12 @@ fn banner(child: &mut Child) -> String {
 
 fn addr_in(banner: &str) -> SocketAddr {
     banner
-        .split("listening on http://")
+        .split("listening on ")
         .nth(1)
+        .and_then(|r| {
+            r.strip_prefix("http://")
+                .or_else(|| r.strip_prefix("https://"))
+        })
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected banner: {banner}"))
         .parse()
@@ -176,17 +180,9 @@ impl Server {
     }
 
     pub async fn connect_with(&self, token: &str) -> Ws {
-        let uri = format!("ws://{}/ws?token={token}", self.addr);
-        let (ws, _) = ClientBuilder::new()
-            .uri(&uri)
-            .unwrap()
-            .connect()
+        Ws::connect(&format!("ws://{}/ws?token={token}", self.addr), None)
             .await
-            .unwrap();
-        let mut ws = Ws { ws, next_id: 0 };
-        let welcome = ws.recv().await;
-        assert_eq!(welcome["method"], "rpc.welcome", "{welcome}");
-        ws
+            .unwrap()
     }
 
     /// kill -9.
@@ -196,8 +192,13 @@ impl Server {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) to the server process.
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status();
     }
@@ -281,6 +282,23 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Connects to `uri` (`ws://` or `wss://`, with a custom TLS connector when given) and
+    /// waits for `rpc.welcome`; the error is the connection's failure.
+    pub async fn connect(
+        uri: &str,
+        connector: Option<&tokio_websockets::Connector>,
+    ) -> Result<Ws, tokio_websockets::Error> {
+        let mut b = ClientBuilder::new().uri(uri).unwrap();
+        if let Some(c) = connector {
+            b = b.connector(c);
+        }
+        let (ws, _) = b.connect().await?;
+        let mut ws = Ws { ws, next_id: 0 };
+        let welcome = ws.recv().await;
+        assert_eq!(welcome["method"], "rpc.welcome", "{welcome}");
+        Ok(ws)
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
