@@ -74,6 +74,7 @@ where
     presence_and_reports(make().await).await;
     operators_list_retry_and_purge(make().await).await;
     open_jobs_are_capped_per_owner(make().await).await;
+    handed_back_jobs_keep_their_place(make().await).await;
 }
 
 /// Duplicate ids create nothing and report the existing job.
@@ -803,4 +804,52 @@ pub async fn open_jobs_are_capped_per_owner(b: Backend) {
         b.queue.enqueue(capped("u1"), GW).await,
         Err(crate::Error::OwnerFull)
     ));
+}
+
+/// A job handed back by a stopping worker is queued again at once, ahead of jobs queued after
+/// it, with the interrupted attempt not counted; the old lease is dead.
+pub async fn handed_back_jobs_keep_their_place(b: Backend) {
+    let first = job("m", JobOptions::default());
+    let second = job("m", JobOptions::default());
+    let (a, z) = (first.id.clone(), second.id.clone());
+    b.queue.enqueue(first, GW).await.unwrap();
+    b.queue.enqueue(second, GW).await.unwrap();
+    let c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(c[0].lease.job_id, a);
+    b.queue.hand_back(&c[0].lease).await.unwrap();
+    let s = b.queue.snapshot(&a).await.unwrap().unwrap();
+    assert_eq!(s.state, JobState::Queued);
+    assert_eq!(s.attempt, 0);
+    assert!(matches!(
+        b.queue.complete(&c[0].lease, raw("1")).await,
+        Err(crate::Error::LeaseLost(_))
+    ));
+    assert!(matches!(
+        b.queue.hand_back(&c[0].lease).await,
+        Err(crate::Error::LeaseLost(_))
+    ));
+    let again = b
+        .queue
+        .claim("w2", &methods(&["m"]), 2, LEASE, WAIT)
+        .await
+        .unwrap();
+    let ids: Vec<_> = again.iter().map(|j| j.lease.job_id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![a.clone(), z],
+        "the handed-back job keeps its place"
+    );
+    assert_eq!(
+        again[0].attempt, 1,
+        "the interrupted attempt is not counted"
+    );
+    b.queue.complete(&again[0].lease, raw("1")).await.unwrap();
+    assert_eq!(
+        b.queue.snapshot(&a).await.unwrap().unwrap().state,
+        JobState::Completed
+    );
 }

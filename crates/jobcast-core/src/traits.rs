@@ -65,6 +65,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// (-32000, or -32001 when the last attempt timed out) and sends the final response.
     async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome>;
 
+    /// Gives a running job back unfinished because its worker is stopping: the job is queued
+    /// again at once, in the place it had (ahead of jobs queued after it), and the interrupted
+    /// attempt is not counted. [`crate::Error::LeaseLost`] when the lease is no longer held.
+    async fn hand_back(&self, lease: &Lease) -> Result<()>;
+
     /// Announces (or renews) a worker and the methods it serves.
     async fn announce(&self, worker: &WorkerAnnouncement) -> Result<()>;
 

@@ -306,6 +306,11 @@ impl JobQueue for Embedded {
         self.finish(fx, ack).await
     }
 
+    async fn hand_back(&self, lease: &Lease) -> Result<()> {
+        let (_, fx, ack) = self.change(true, |st| Ok(((), st.hand_back(lease)?)))?;
+        self.finish(fx, ack).await
+    }
+
     async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {
         let unit = fastrand::f64();
         let (out, fx, ack) = self.change(true, |st| st.fail(lease, failure, now_ms(), unit))?;

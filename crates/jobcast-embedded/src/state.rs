@@ -497,6 +497,21 @@ impl State {
         fx.finished(rec);
     }
 
+    /// Puts a running job back in its place in the queue, its attempt not counted.
+    pub fn hand_back(&mut self, lease: &Lease) -> Result<Effects, jobcast_core::Error> {
+        self.release(lease)?;
+        let mut fx = Effects::default();
+        if let Some(rec) = self.jobs.get_mut(&lease.job_id) {
+            rec.attempt = rec.attempt.saturating_sub(1);
+            rec.started_at = None;
+            let seq = rec.seq;
+            make_ready(&mut self.ready, rec, seq);
+            fx.persist(rec);
+            fx.wake = true;
+        }
+        Ok(fx)
+    }
+
     /// Completes a running job.
     pub fn complete(
         &mut self,

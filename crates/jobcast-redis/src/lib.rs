@@ -671,6 +671,32 @@ impl JobQueue for RedisBackend {
         }
     }
 
+    async fn hand_back(&self, lease: &Lease) -> Result<()> {
+        let k = self.keys();
+        let Some(method) = self.snapshot(&lease.job_id).await?.map(|s| s.method) else {
+            return Err(Error::LeaseLost(lease.job_id.clone()));
+        };
+        let r: Result<i64> = self
+            .call(
+                self.inner
+                    .scripts
+                    .hand_back
+                    .key(k.job(&lease.job_id))
+                    .key(k.active())
+                    .key(k.ready(&method))
+                    .key(k.mark(&method))
+                    .arg(&lease.token)
+                    .arg(&lease.job_id)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        self.inner.running.lock().remove(&lease.job_id);
+        match r? {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost(lease.job_id.clone())),
+        }
+    }
+
     async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {
         let k = self.keys();
         let snap = self.snapshot(&lease.job_id).await?;

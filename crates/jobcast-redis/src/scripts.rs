@@ -30,6 +30,7 @@ pub struct Scripts {
     pub retry: Script,
     pub purge: Script,
     pub list_ended: Script,
+    pub hand_back: Script,
 }
 
 impl Scripts {
@@ -48,6 +49,7 @@ impl Scripts {
             retry: with_prelude!("retry"),
             purge: Script::new(include_str!("lua/purge.lua")),
             list_ended: Script::new(include_str!("lua/list_ended.lua")),
+            hand_back: with_prelude!("hand_back"),
         }
     }
 }

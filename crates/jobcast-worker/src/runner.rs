@@ -233,7 +233,8 @@ impl Worker {
                 });
             }
         }
-        // Drain: no more claims; running jobs get the grace period, then are stopped.
+        // Drain: no more claims; running jobs get the grace period, then are stopped and
+        // handed back, so another worker takes them at once instead of after their lease.
         jobs.close();
         let n = running.lock().len();
         if n > 0 {
@@ -243,10 +244,25 @@ impl Worker {
             .await
             .is_err()
         {
-            for r in running.lock().values() {
-                r.cancel.cancel();
-            }
+            let unfinished: Vec<Lease> = running
+                .lock()
+                .values()
+                .map(|r| {
+                    r.cancel.cancel();
+                    r.lease.clone()
+                })
+                .collect();
             jobs.wait().await;
+            for lease in &unfinished {
+                match self.queue.hand_back(lease).await {
+                    Ok(()) => tracing::info!(job_id = %lease.job_id, "handed back unfinished"),
+                    // It ended on its own (or was cancelled) meanwhile.
+                    Err(jobcast_core::Error::LeaseLost(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(job_id = %lease.job_id, error = %e, "hand back failed; the job runs again when its lease lapses")
+                    }
+                }
+            }
         }
         background.cancel();
         tasks.close();

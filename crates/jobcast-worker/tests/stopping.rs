@@ -1,5 +1,6 @@
-//! A handler is really stopped when its attempt times out or its job is cancelled: the
-//! handler's own side effects stop, not only its reports.
+//! A handler is really stopped when its attempt times out, its job is cancelled, or its
+//! worker shuts down past the drain grace: the handler's own side effects stop, not only its
+//! reports. A job stopped by a shutdown is handed back, not lost.
 
 // Test helpers panic on unexpected results; that is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -7,7 +8,7 @@
 use jobcast_core::{Bus, JobQueue, NewJob, raw};
 use jobcast_embedded::{Embedded, EmbeddedConfig};
 use jobcast_protocol::JobOptions;
-use jobcast_worker::{Context, HandlerError, WorkerBuilder};
+use jobcast_worker::{Context, HandlerError, WorkerBuilder, WorkerConfig};
 use std::{
     sync::{
         Arc,
@@ -22,6 +23,7 @@ struct Rig {
     ticks: Arc<AtomicU64>,
     inbox: tokio::sync::mpsc::UnboundedReceiver<jobcast_core::Inbound>,
     stop: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,14 +47,19 @@ async fn rig() -> Rig {
                 Ok::<_, HandlerError>(())
             }
         })
+        .config(WorkerConfig {
+            drain_grace: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        })
         .build(queue.clone());
     let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
+    let worker = tokio::spawn(worker.run(stop.clone()));
     Rig {
         queue,
         ticks,
         inbox,
         stop,
+        worker,
         _dir: dir,
     }
 }
@@ -124,4 +131,39 @@ async fn cancel_aborts_the_handler() {
     assert_eq!(final_code(&mut r).await, -32002);
     assert_stopped(&r.ticks).await;
     r.stop.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_hands_back_unfinished_jobs() {
+    let r = rig().await;
+    r.queue
+        .enqueue(job("d1", JobOptions::default()), "gw")
+        .await
+        .unwrap();
+    while r.ticks.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), r.worker)
+        .await
+        .expect("the worker did not stop after its drain grace")
+        .unwrap();
+    assert_stopped(&r.ticks).await;
+    // Queued again at once (not after its 30 s lease), its interrupted attempt not counted.
+    let s = r.queue.snapshot("d1").await.unwrap().unwrap();
+    assert_eq!(s.state, jobcast_core::JobState::Queued);
+    assert_eq!(s.attempt, 0);
+    let again = r
+        .queue
+        .claim(
+            "w2",
+            &["spin".into()],
+            1,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1);
 }

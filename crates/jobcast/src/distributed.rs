@@ -104,7 +104,8 @@ pub struct WorkerArgs {
     /// Lease length; renewed every third of it. A crashed worker's jobs run again after it.
     #[arg(long, env = "JOBCAST_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
-    /// On SIGTERM, how long running jobs get to finish.
+    /// On SIGTERM, how long running jobs get to finish; the rest are handed back to the queue
+    /// and run on another worker at once.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Serve this worker's Prometheus metrics at `http://ADDR/metrics` (no authentication:

@@ -43,7 +43,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let queue: Arc<dyn JobQueue> = Arc::new(embedded.clone());
     let bus: Arc<dyn Bus> = Arc::new(embedded.clone());
 
+    // Running jobs get the same drain time as connections; the rest are handed back to the
+    // store (queued again, their attempt not counted) and run after the restart.
     let worker = demo::register(WorkerBuilder::new())
+        .config(jobcast_worker::WorkerConfig {
+            drain_grace: args.gateway.drain_timeout,
+            ..Default::default()
+        })
         .concurrency(args.worker_concurrency)
         .build(queue.clone());
     let worker_stop = CancellationToken::new();
@@ -63,7 +69,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     gateway::run(gw, config, listener, queue, bus, stop).await?;
     tracing::info!("gateway stopped; draining worker");
     worker_stop.cancel();
-    let _ = tokio::time::timeout(gw.drain_timeout, worker_task).await;
+    // The worker ends within its grace, after handing back what it could not finish.
+    let _ = worker_task.await;
     embedded.close().await;
     tracing::info!("stopped");
     Ok(())
