@@ -67,14 +67,19 @@ impl Registry {
         }
         match self.queue.methods().await {
             Ok(list) => {
-                let old = std::mem::take(&mut self.cache.write().methods);
+                // The list in use stays readable until the new one replaces it: calls checked
+                // meanwhile must not see an empty registry (they would get -32601).
                 let mut methods = HashMap::with_capacity(list.len());
                 for info in list {
                     // Reuse the compiled validator when the schema did not change.
-                    let entry = match old.get(&info.name) {
-                        Some(e) if e.info == info => e.clone(),
-                        _ => Arc::new(compile(info)),
-                    };
+                    let kept = self
+                        .cache
+                        .read()
+                        .methods
+                        .get(&info.name)
+                        .filter(|e| e.info == info)
+                        .cloned();
+                    let entry = kept.unwrap_or_else(|| Arc::new(compile(info)));
                     methods.insert(entry.info.name.clone(), entry);
                 }
                 let mut c = self.cache.write();
@@ -149,4 +154,50 @@ fn compile(info: MethodInfo) -> Entry {
         }
     });
     Entry { info, validator }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobcast_core::WorkerAnnouncement;
+    use jobcast_embedded::{Embedded, EmbeddedConfig};
+
+    /// Calls checked while the list is being refreshed still find a served method (the old
+    /// refresh emptied the cache while building the new list, so some got -32601).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_never_hides_served_methods() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Embedded::open(EmbeddedConfig::new(dir.path().join("j.redb"))).unwrap();
+        let queue: Arc<dyn JobQueue> = Arc::new(e);
+        let methods = (0..50)
+            .map(|i| MethodInfo {
+                name: format!("m{i}"),
+                params_schema: Some(serde_json::json!({"type": "object"})),
+            })
+            .collect();
+        queue
+            .announce(&WorkerAnnouncement {
+                worker_id: "w".into(),
+                methods,
+                ttl: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        let reg = Arc::new(Registry::new(queue));
+        let refresher = {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                for _ in 0..2000 {
+                    reg.refresh(Duration::ZERO).await;
+                }
+            })
+        };
+        let mut missed = 0;
+        while !refresher.is_finished() {
+            if !matches!(reg.check("m7", "{}").await, Check::Ok) {
+                missed += 1;
+            }
+        }
+        assert_eq!(missed, 0, "served method reported missing during refreshes");
+    }
 }
