@@ -11,6 +11,16 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// Connects to `url` (`ws://` only) and waits (up to `wait`) for `rpc.welcome`.
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Ws> {
+    connect_from(url, None, wait).await
+}
+
+/// [`connect`] from a given local address (several loopback addresses give more than one
+/// address's ~28k ephemeral ports).
+pub async fn connect_from(
+    url: &str,
+    from: Option<std::net::IpAddr>,
+    wait: Duration,
+) -> anyhow::Result<Ws> {
     let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
     anyhow::ensure!(
         uri.scheme_str() == Some("ws"),
@@ -23,7 +33,19 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Ws> {
         .to_owned();
     let port = uri.port_u16().unwrap_or(80);
     let fut = async {
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .context("the host has no address")?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = from {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        let tcp = socket.connect(addr).await?;
         // Each request is a small frame that must leave at once.
         tcp.set_nodelay(true)?;
         let (mut ws, _) = ClientBuilder::from_uri(uri).connect_on(tcp).await?;

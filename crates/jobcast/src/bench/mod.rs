@@ -3,8 +3,15 @@
 //!
 //! - `rpc`: job calls, closed loop (C connections × W in flight) or open loop (a fixed total
 //!   rate, latency measured from each call's scheduled send time).
+//! - `idle`: N connections held open over several processes and source addresses; resident
+//!   memory per connection of the server's processes.
+//! - `fanout`: S subscribers on a topic and a publisher at R messages/s over HTTP; delivery
+//!   latency, deliveries/s, losses.
 
 mod conn;
+mod fanout;
+mod http;
+mod idle;
 mod report;
 mod rpc;
 
@@ -24,6 +31,11 @@ pub struct BenchArgs {
 pub enum Mode {
     /// Job calls: completed/s, ack and completion latency percentiles, errors, losses.
     Rpc(rpc::RpcArgs),
+    /// Idle connections with heartbeats: established, failed, dropped, server memory per
+    /// connection.
+    Idle(idle::IdleArgs),
+    /// Topic fan-out: delivery latency percentiles, deliveries/s, losses.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// How to reach and authenticate to the server under test (shared by every mode).
@@ -63,5 +75,7 @@ impl Target {
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     match args.mode {
         Mode::Rpc(a) => rpc::run(a).await,
+        Mode::Idle(a) => idle::run(a).await,
+        Mode::Fanout(a) => fanout::run(a).await,
     }
 }

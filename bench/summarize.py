@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Summarizes bench/compare.sh results (JSON lines) as Markdown: each target's figure for both
+systems (median over rounds, every round listed), the ratio, and whether the target is met."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def read_runs(path):
+    runs = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                v = json.loads(line)
+                runs[(v["load"], v["system"])].append(v)
+    return runs
+
+
+def get(v, path):
+    for k in path.split("."):
+        if not isinstance(v, dict) or k not in v:
+            return None
+        v = v[k]
+    return v
+
+
+def med(runs, load, system, path):
+    vals = [get(v, path) for v in runs.get((load, system), [])]
+    vals = [x for x in vals if isinstance(x, (int, float))]
+    return (statistics.median(vals) if vals else None), vals
+
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
+    return f"{int(x):,}"
+
+
+def main():
+    runs = read_runs(sys.argv[1])
+    rows = []
+
+    def target(name, load, ours, theirs, path, want, bound, unit=""):
+        a, av = med(runs, load, ours, path)
+        b, bv = med(runs, load, theirs, path)
+        ratio = (a / b) if a is not None and b not in (None, 0) else None
+        met = None
+        if ratio is not None:
+            met = ratio >= bound if want == ">=" else ratio <= bound
+        rows.append((name, ours, fmt(a) + unit, " / ".join(fmt(x) for x in av), theirs,
+                     fmt(b) + unit, " / ".join(fmt(x) for x in bv),
+                     "–" if ratio is None else f"{ratio:.2f}×", f"{want} {bound}×",
+                     "–" if met is None else ("met" if met else "NOT met")))
+
+    target("jobs/s, closed loop 50×10", "jobs-closed", "jobcast-redis", "reference",
+           "completedPerSec", ">=", 5)
+    target("jobs/s, closed loop 50×10", "jobs-closed", "jobcast-embedded", "reference",
+           "completedPerSec", ">=", 10)
+    target("completion p50 (ms), closed loop", "jobs-closed", "jobcast-redis", "reference",
+           "completionMs.p50", "<=", 1.0)
+    target("completion p99 (ms), open loop 2,000/s", "jobs-open", "jobcast-redis", "reference",
+           "completionMs.p99", "<=", 0.2)
+    target("completion p99.9 (ms), open loop 2,000/s", "jobs-open", "jobcast-redis", "reference",
+           "completionMs.p999", "<=", 0.2)
+    target("completion p99 (ms), open loop 2,000/s", "jobs-open", "jobcast-embedded", "reference",
+           "completionMs.p99", "<=", 0.2)
+    for shape in ("1000x500", "10000x30"):
+        load = f"fanout-{shape}"
+        target(f"fan-out {shape}: deliveries/s", load, "jobcast", "bun-native",
+               "deliveredPerSec", ">=", 1)
+        target(f"fan-out {shape}: delivery p99 (ms)", load, "jobcast", "bun-native",
+               "latencyMs.p99", "<=", 0.5)
+    idle = [k[0] for k in runs if k[0].startswith("idle-")]
+    for load in sorted(set(idle)):
+        target(f"{load}: server bytes per connection", load, "jobcast", "bun-native",
+               "bytesPerConnection", "<=", 0.8)
+
+    print("| target | ours | median | rounds | theirs | median | rounds | ratio | wanted | |")
+    print("| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+    print()
+    print("Losses and errors (every run):")
+    print()
+    print("| load | system | round | lost | errors | dropped/failed |")
+    print("| --- | --- | ---: | ---: | --- | --- |")
+    for (load, system), vs in sorted(runs.items()):
+        for v in vs:
+            errors = v.get("errors") or v.get("publishFailed") or v.get("error") or ""
+            dropped = v.get("droppedConnections", v.get("dropped", ""))
+            if "failed" in v:
+                dropped = f"{v.get('dropped')}/{v.get('failed')}"
+            print(f"| {load} | {system} | {v['round']} | {v.get('lost', '–')} | "
+                  f"{json.dumps(errors) if errors else 'none'} | {dropped if dropped != '' else '–'} |")
+
+
+if __name__ == "__main__":
+    main()
