@@ -95,3 +95,75 @@ async fn bench_refuses_bad_input() {
         "{err}"
     );
 }
+
+async fn fanout_mode(backend: Backend) {
+    let s = Server::start_on(backend, &["--api-key", "k"]);
+    let url = format!("ws://{}/ws", s.addr);
+    let (code, v, err) = bench(&[
+        "fanout",
+        "-s",
+        "50",
+        "-r",
+        "100",
+        "-d",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--api-key",
+        "k",
+        "--url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+    ]);
+    eprintln!("{v}");
+    assert_eq!(code, 0, "{v} {err}");
+    let published = v["published"].as_u64().unwrap_or(0);
+    // 100/s for 1.2 s, every message to every subscriber, once.
+    assert!((110..=130).contains(&published), "{v}");
+    assert_eq!(v["delivered"].as_u64(), Some(published * 50), "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["droppedConnections"], 0, "{v}");
+    assert!(v["latencyMs"]["count"].as_u64().unwrap_or(0) > 0, "{v}");
+}
+
+#[tokio::test]
+async fn bench_fanout_on_embedded() {
+    fanout_mode(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn bench_fanout_on_redis() {
+    fanout_mode(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn bench_idle_over_two_processes() {
+    let s = Server::start(&["--max-connections-per-ip", "0"]);
+    let url = format!("ws://{}/ws", s.addr);
+    let pid = s.child.id().to_string();
+    let (code, v, err) = bench(&[
+        "idle",
+        "-n",
+        "300",
+        "--processes",
+        "2",
+        "--source",
+        "127.0.0.2,127.0.0.3",
+        "--hold",
+        "1s",
+        "--pid",
+        &pid,
+        "--url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+    ]);
+    eprintln!("{v}");
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(v["established"], 300, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["dropped"], 0, "{v}");
+    assert!(v["bytesPerConnection"].is_number(), "{v}");
+}
