@@ -13,6 +13,11 @@ mod settings;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's malloc: measured in docs/benchmarks.md (resident memory per
+/// connection and throughput), see docs/decisions.md.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// jobcast: a real-time async job gateway (JSON-RPC 2.0 over WebSocket).
 #[derive(Parser)]
 #[command(version, about)]

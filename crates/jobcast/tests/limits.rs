@@ -275,15 +275,14 @@ async fn metric_reaches(addr: SocketAddr, series: &str, value: f64) {
 
 #[tokio::test]
 async fn slow_consumers_are_closed_and_their_memory_released() {
-    // glibc keeps freed memory in per-thread arenas, so with its default of 8 arenas per core
-    // the resident size of a bursty server climbs in steps whatever the program frees (seen
-    // here: 86 → 168 MiB over six rounds, against a flat 17 MiB with one arena). One arena
-    // makes resident memory show what the gateway holds (see docs/decisions.md).
+    // The binary uses jemalloc, which reuses freed memory across threads: the resident size
+    // shows what the gateway holds. (With glibc's default arenas it climbed in steps, 86 → 168
+    // MiB over six rounds, whatever the program freed; see docs/decisions.md.)
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_in_with_env(
         tmp.path(),
         &["--api-key", "k", "--max-message-bytes", "200000"],
-        &[("MALLOC_ARENA_MAX", "1")],
+        &[],
     );
     let pid = s.child.id();
     let mut reader = s.connect("reader").await;

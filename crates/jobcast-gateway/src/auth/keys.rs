@@ -4,8 +4,9 @@
 //!
 //! A token is checked against the keys that allow its algorithm: a PEM key allows its family's
 //! algorithms (RSA: RS256/384/512 and PS256/384/512; EC: ES256/384; Ed25519: EdDSA), a JWK the
-//! `alg` it names or else its family's. When the token names a `kid`, only keys with that id
-//! are tried; HMAC (`oct`) and encryption (`use: enc`) keys in a JWKS are ignored.
+//! `alg` it names or else its family's. When the token's `kid` names loaded keys, only those are
+//! tried; otherwise every key that allows the algorithm is (PEM keys have no id). HMAC (`oct`)
+//! and encryption (`use: enc`) keys in a JWKS are ignored.
 
 use crate::reload::Reload;
 use jsonwebtoken::{
