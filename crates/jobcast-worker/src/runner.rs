@@ -226,9 +226,7 @@ impl Worker {
                 let (queue, handler, running) =
                     (self.queue.clone(), handler.clone(), running.clone());
                 jobs.spawn(async move {
-                    let id = job.lease.job_id.clone();
-                    execute(queue, handler, job).await;
-                    running.lock().remove(&id);
+                    execute(queue, handler, job, &running).await;
                     drop(permit);
                 });
             }
@@ -315,7 +313,12 @@ async fn heartbeat(
 
 /// Runs one attempt: the handler in its own task (so a timeout or cancellation aborts it at
 /// its next await, and a panic becomes a failure), then reports the outcome.
-async fn execute(queue: Arc<dyn JobQueue>, handler: BoxedHandler, job: ClaimedJob) {
+async fn execute(
+    queue: Arc<dyn JobQueue>,
+    handler: BoxedHandler,
+    job: ClaimedJob,
+    running: &Mutex<HashMap<String, Running>>,
+) {
     let waited_ms = jobcast_core::now_ms().saturating_sub(job.due_at_ms);
     metrics::histogram!("jobcast_job_wait_seconds").record(waited_ms as f64 / 1000.0);
     let started = std::time::Instant::now();
@@ -351,6 +354,10 @@ async fn execute(queue: Arc<dyn JobQueue>, handler: BoxedHandler, job: ClaimedJo
     if !task.is_finished() {
         task.abort();
     }
+    // The handler is done: from here the lease is only needed for the report, which releases
+    // it. Leaving the running set now keeps the heartbeat from renewing it meanwhile and then
+    // reporting it "lost" once the report has released it.
+    running.lock().remove(&job.lease.job_id);
     let outcome = match &end {
         End::Done(Ok(_)) => "completed",
         End::Done(Err(_)) | End::Panicked(_) => "failed",
