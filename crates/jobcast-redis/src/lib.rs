@@ -196,6 +196,16 @@ impl RedisBackend {
         self.seen(bounded(call).await)
     }
 
+    /// The outcome of a script that gives up a lease (complete, hand back): 1 when the lease
+    /// was held. Either way this worker no longer runs the job.
+    fn released(&self, lease: &Lease, r: Result<i64>) -> Result<()> {
+        self.inner.running.lock().remove(&lease.job_id);
+        match r? {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost(lease.job_id.clone())),
+        }
+    }
+
     /// Marks the backend (un)reachable from the outcome of a call.
     fn seen<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
         match r {
@@ -664,11 +674,7 @@ impl JobQueue for RedisBackend {
                     .invoke_async(&mut self.conn()),
             )
             .await;
-        self.inner.running.lock().remove(&lease.job_id);
-        match r? {
-            1 => Ok(()),
-            _ => Err(Error::LeaseLost(lease.job_id.clone())),
-        }
+        self.released(lease, r)
     }
 
     async fn hand_back(&self, lease: &Lease) -> Result<()> {
@@ -690,11 +696,7 @@ impl JobQueue for RedisBackend {
                     .invoke_async(&mut self.conn()),
             )
             .await;
-        self.inner.running.lock().remove(&lease.job_id);
-        match r? {
-            1 => Ok(()),
-            _ => Err(Error::LeaseLost(lease.job_id.clone())),
-        }
+        self.released(lease, r)
     }
 
     async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {

@@ -148,6 +148,28 @@ fn exits_within(child: &mut Child, within: Duration) -> std::process::ExitStatus
     }
 }
 
+/// SIGTERM to a server under load: its client is closed with 1012 and the process exits
+/// cleanly within 10 s. Returns the jobs sent but not yet ended (there must be some, or the
+/// test proves nothing).
+async fn stop_mid_load(mut s: Server, ws: &mut Ws, tally: &mut Tally) -> Vec<String> {
+    s.sigterm();
+    assert_eq!(read_until(ws, tally, |_| false).await, Some(1012));
+    let status = tokio::task::spawn_blocking(move || {
+        let st = exits_within(&mut s.child, Duration::from_secs(10));
+        drop(s);
+        st
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exited with {status}");
+    let left = tally.unfinished();
+    assert!(
+        !left.is_empty(),
+        "the load ended before SIGTERM; the test proves nothing"
+    );
+    left
+}
+
 fn sigterm(pid: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -157,7 +179,7 @@ fn sigterm(pid: u32) {
 #[tokio::test]
 async fn serve_sigterm_mid_load_keeps_every_accepted_job() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start_in(
+    let s = Server::start_in(
         dir.path(),
         &["--drain-timeout", "300ms", "--worker-concurrency", "8"],
     );
@@ -166,22 +188,7 @@ async fn serve_sigterm_mid_load_keeps_every_accepted_job() {
     // 8 at a time, 100 ms each: about 1.5 s of work for 120 jobs.
     submit(&mut ws, &mut tally, "s", 120, 100).await;
     read_until(&mut ws, &mut tally, |t| t.finished.len() >= 30).await;
-    s.sigterm();
-    let code = read_until(&mut ws, &mut tally, |_| false).await;
-    assert_eq!(code, Some(1012));
-    let status = tokio::task::spawn_blocking(move || {
-        let st = exits_within(&mut s.child, Duration::from_secs(10));
-        drop(s);
-        st
-    })
-    .await
-    .unwrap();
-    assert!(status.success(), "serve exited with {status}");
-    let left = tally.unfinished();
-    assert!(
-        !left.is_empty(),
-        "the load ended before SIGTERM; the test proves nothing"
-    );
+    let left = stop_mid_load(s, &mut ws, &mut tally).await;
 
     // The next start runs what was left, each job once.
     let s = Server::start_in(dir.path(), &[]);
@@ -224,7 +231,7 @@ async fn worker_sigterm_mid_load_hands_back_its_jobs() {
 #[tokio::test]
 async fn gateway_sigterm_mid_load_sends_clients_elsewhere() {
     let redis = RedisServer::start().unwrap();
-    let mut g1 = Server::start_gateway(&redis.url(), &flags(&["--drain-timeout", "2s"]));
+    let g1 = Server::start_gateway(&redis.url(), &flags(&["--drain-timeout", "2s"]));
     let g2 = Server::start_gateway(&redis.url(), &[]);
     let _w = spawn_worker(&redis.url(), &flags(&["--concurrency", "10"]));
     wait_for_worker(&redis.url());
@@ -232,22 +239,8 @@ async fn gateway_sigterm_mid_load_sends_clients_elsewhere() {
     let mut tally = Tally::default();
     submit(&mut ws, &mut tally, "g", 100, 100).await;
     read_until(&mut ws, &mut tally, |t| t.finished.len() >= 20).await;
-    g1.sigterm();
-    assert_eq!(read_until(&mut ws, &mut tally, |_| false).await, Some(1012));
-    let status = tokio::task::spawn_blocking(move || {
-        let st = exits_within(&mut g1.child, Duration::from_secs(10));
-        drop(g1);
-        st
-    })
-    .await
-    .unwrap();
-    assert!(status.success(), "gateway exited with {status}");
+    let left = stop_mid_load(g1, &mut ws, &mut tally).await;
     // The client does what 1012 asks: reconnects (here, to the other gateway) and attaches.
-    let left = tally.unfinished();
-    assert!(
-        !left.is_empty(),
-        "the load ended before SIGTERM; the test proves nothing"
-    );
     let mut ws = g2.connect("alice").await;
     attach_all(&mut ws, &mut tally, &left).await;
     assert_all_accepted_completed(&tally);

@@ -157,16 +157,9 @@ async fn message_rate_limit() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let v = ws.call("rpc.ping", json!({})).await;
     assert!(v["result"]["pong"].is_number(), "{v}");
-    let m = http(s.addr, "GET", "/metrics", Some("k"), None).await;
     // Three single pings and one batch were refused: the counter says so (a description line
     // alone would not do).
-    let limited: f64 = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("jobcast_rate_limited_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no jobcast_rate_limited_total sample:\n{}", m.body));
-    assert_eq!(limited, 4.0);
+    assert_eq!(scrape(s.addr, "jobcast_rate_limited_total").await, 4.0);
 }
 
 /// Resident memory of a process, in KiB.
@@ -261,11 +254,7 @@ async fn metric_reaches(addr: SocketAddr, series: &str, value: f64) {
     let mut last = String::new();
     for _ in 0..300 {
         last = http(addr, "GET", "/metrics", Some("k"), None).await.body;
-        let v = last.lines().find_map(|l| {
-            let (name, v) = l.rsplit_once(' ')?;
-            (name == series).then(|| v.parse::<f64>().ok())?
-        });
-        if v == Some(value) {
+        if metric_sample(&last, series) == Some(value) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -198,13 +198,11 @@ async fn stalled_handshakes_are_closed() {
     let mut ws = s.connect("alice").await;
     let v = ws.call("rpc.ping", json!({})).await;
     assert!(v["result"]["pong"].is_number(), "{v}");
-    let m = http(s.addr, "GET", "/metrics", Some("k"), None).await;
-    let timeouts: f64 = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("jobcast_handshakes_failed_total{reason=\"timeout\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no handshake timeout counted:\n{}", m.body));
+    let timeouts = scrape(
+        s.addr,
+        "jobcast_handshakes_failed_total{reason=\"timeout\"}",
+    )
+    .await;
     assert!(timeouts >= 51.0, "{timeouts}");
 }
 

@@ -554,3 +554,17 @@ pub async fn http(
         body: body.to_owned(),
     }
 }
+
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text body.
+pub fn metric_sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name == series).then(|| v.parse::<f64>().ok())?
+    })
+}
+
+/// `GET /metrics` (with API key `k`) and the value of `series`; panics with the body when absent.
+pub async fn scrape(addr: SocketAddr, series: &str) -> f64 {
+    let body = http(addr, "GET", "/metrics", Some("k"), None).await.body;
+    metric_sample(&body, series).unwrap_or_else(|| panic!("no {series} sample:\n{body}"))
+}
