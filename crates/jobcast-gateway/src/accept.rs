@@ -10,7 +10,14 @@ use crate::{Gateway, tls::Tls};
 use axum::{Router, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -100,7 +107,12 @@ async fn http<I>(io: I, peer: SocketAddr, app: Router, limit: Duration, stop: Ca
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Whether a request head ever arrived: a deadline passing before that is a stalled
+    // handshake; after it, an idle keep-alive connection being closed.
+    let served = Arc::new(AtomicBool::new(false));
+    let seen = served.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
         async move { app.call(req).await }
@@ -120,7 +132,7 @@ where
         }
     };
     if let Err(e) = result {
-        if e.is_timeout() {
+        if e.is_timeout() && !served.load(Ordering::Relaxed) {
             metrics::counter!("jobcast_handshakes_failed_total", "reason" => "timeout")
                 .increment(1);
         }

@@ -7,7 +7,7 @@
 //! | `jobcast_connections_opened_total` | counter | | connections accepted |
 //! | `jobcast_connections_closed_total` | counter | `code` | connections closed, by close code sent (`none` when the peer left first) |
 //! | `jobcast_upgrades_refused_total` | counter | `status` | upgrades refused before the handshake, by HTTP status |
-//! | `jobcast_handshakes_failed_total` | counter | `reason` | connections closed before serving a request: `timeout` (no TLS handshake or request head within the handshake timeout), `tls` (a failed TLS handshake) |
+//! | `jobcast_handshakes_failed_total` | counter | `reason` | connections closed before their first request: `timeout` (no TLS handshake or request head within the handshake timeout), `tls` (a failed TLS handshake); idle keep-alive connections closed later are not counted |
 //! | `jobcast_messages_received_total` | counter | | text frames received |
 //! | `jobcast_messages_sent_total` | counter | | frames written to connections |
 //! | `jobcast_job_calls_total` | counter | `method`, `outcome` | job calls by outcome: `accepted`, `duplicate`, or the JSON-RPC error name |

@@ -163,6 +163,14 @@ impl RedisBackend {
             inner.stop.clone(),
         ));
         tokio::spawn(health(Arc::downgrade(&inner), inner.stop.clone()));
+        // Load every script now, so the first calls under load do not all meet NOSCRIPT and
+        // retry (they still would after a Redis restart; the client then loads them again).
+        let mut conn = inner.conn.clone();
+        for script in inner.scripts.all() {
+            if let Err(e) = bounded(script.load_async(&mut conn)).await {
+                tracing::warn!(error = %e, "could not preload a script; it loads on first use");
+            }
+        }
         Ok(Self { inner })
     }
 

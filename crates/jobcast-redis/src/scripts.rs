@@ -34,6 +34,26 @@ pub struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, for loading them all at once.
+    pub fn all(&self) -> [&Script; 14] {
+        [
+            &self.enqueue,
+            &self.claim,
+            &self.renew,
+            &self.progress,
+            &self.complete,
+            &self.fail,
+            &self.cancel,
+            &self.listen,
+            &self.tick,
+            &self.presence,
+            &self.retry,
+            &self.purge,
+            &self.list_ended,
+            &self.hand_back,
+        ]
+    }
+
     pub fn new() -> Self {
         Self {
             enqueue: with_prelude!("enqueue"),
