@@ -31,7 +31,7 @@
 //!   deleted with their listener set by the `tick` script once older than the retention period
 //!   (in batches, every tick of every worker).
 //! - A listener set holds at most one id per gateway; a marker list holds at most one element
-//!   (`LTRIM 0 0` after every `LPUSH`).
+//!   (it is pushed to only when empty).
 //! - `{q}:workers` entries past their expiry are removed whenever the method list is read;
 //!   `{q}:wm:<worker>` keys carry a TTL.
 //! - Channels hold nothing: a message to a gateway that is gone is dropped by Redis.

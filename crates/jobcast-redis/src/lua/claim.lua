@@ -28,9 +28,9 @@ for n = 1, tonumber(ARGV[3]) do
   out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
 end
 for i = 2, n_methods + 1 do
-  if redis.call('ZCARD', KEYS[i]) > 0 then
+  -- Jobs left: make sure a wake-up is pending for the other workers (at most one element).
+  if redis.call('ZCARD', KEYS[i]) > 0 and redis.call('LLEN', KEYS[i + n_methods]) == 0 then
     redis.call('LPUSH', KEYS[i + n_methods], 1)
-    redis.call('LTRIM', KEYS[i + n_methods], 0, 0)
   end
 end
 return out

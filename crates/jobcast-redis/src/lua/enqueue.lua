@@ -36,7 +36,7 @@ redis.call('HSET', KEYS[1], 'm', ARGV[2], 'p', ARGV[3], 'o', ARGV[4], 'r', ARGV[
 if delay > 0 then
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + delay), ARGV[1])
 else
-  make_ready(KEYS[3], KEYS[7], KEYS[1], ARGV[1], ARGV[6], seq)
+  push_ready(KEYS[3], KEYS[7], ARGV[1], ARGV[6], seq)
 end
 count_open(KEYS[6], KEYS[8], ARGV[4], 1)
 redis.call('SADD', KEYS[2], ARGV[14])

@@ -1,13 +1,20 @@
 -- prelude: helpers shared by the scripts that open, requeue and end jobs. It is prepended to
 -- each of them (scripts.rs), so every script sees the same definitions.
 
--- Puts job `id` (hash `jk`) in its method's ready set behind every job of its priority, and
--- wakes a worker blocked on the method's marker list.
+-- Puts job `id` in its method's ready set behind every job of its priority, and wakes a worker
+-- blocked on the method's marker list. The marker holds at most one element: a wake-up already
+-- pending is not repeated.
+local function push_ready(ready_key, marker_key, id, priority, seq)
+  redis.call('ZADD', ready_key, string.format('%.0f', (1000 - tonumber(priority)) * 4398046511104 + seq), id)
+  if redis.call('LLEN', marker_key) == 0 then
+    redis.call('LPUSH', marker_key, 1)
+  end
+end
+
+-- Marks job `id` (hash `jk`) queued with sequence number `seq` and puts it in the ready set.
 local function make_ready(ready_key, marker_key, jk, id, priority, seq)
   redis.call('HSET', jk, 's', 'queued', 'seq', seq)
-  redis.call('ZADD', ready_key, string.format('%.0f', (1000 - tonumber(priority)) * 4398046511104 + seq), id)
-  redis.call('LPUSH', marker_key, 1)
-  redis.call('LTRIM', marker_key, 0, 0)
+  push_ready(ready_key, marker_key, id, priority, seq)
 end
 
 -- Counts a job opening (+1) or ending (-1): the open-jobs counter, and the owner's entry in
