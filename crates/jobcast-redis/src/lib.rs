@@ -493,7 +493,7 @@ impl JobQueue for RedisBackend {
 
     async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
         let k = self.keys();
-        let r: Result<i64> = self
+        let r: i64 = self
             .call(
                 self.inner
                     .scripts
@@ -503,25 +503,24 @@ impl JobQueue for RedisBackend {
                     .arg(listener)
                     .invoke_async(&mut self.conn()),
             )
-            .await;
-        Ok(r? == 1)
+            .await?;
+        Ok(r == 1)
     }
 
     async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
-        let r: Result<HashMap<String, String>> = self
+        let h: HashMap<String, String> = self
             .call(
                 redis::cmd("HGETALL")
                     .arg(self.keys().job(job_id))
                     .query_async(&mut self.conn()),
             )
-            .await;
-        let h = r?;
+            .await?;
         Ok(record::snapshot(job_id, &h))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
         let k = self.keys();
-        let r: Result<(i64, String)> = self
+        let (code, state): (i64, String) = self
             .call(
                 self.inner
                     .scripts
@@ -541,8 +540,7 @@ impl JobQueue for RedisBackend {
                     .arg(k.control_prefix())
                     .invoke_async(&mut self.conn()),
             )
-            .await;
-        let (code, state) = r?;
+            .await?;
         if code < 0 {
             return Ok(None);
         }
@@ -581,8 +579,7 @@ impl JobQueue for RedisBackend {
                 .arg(k.job_prefix())
                 .arg(methods.len());
             type Row = (String, String, String, u32, u32, String, String, String);
-            let r: Result<Vec<Row>> = self.call(inv.invoke_async(&mut self.conn())).await;
-            let rows = r?;
+            let rows: Vec<Row> = self.call(inv.invoke_async(&mut self.conn())).await?;
             if !rows.is_empty() {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut running = self.inner.running.lock();
@@ -627,8 +624,7 @@ impl JobQueue for RedisBackend {
         for l in leases {
             inv.arg(&l.job_id).arg(&l.token);
         }
-        let r: Result<Vec<String>> = self.call(inv.invoke_async(&mut self.conn())).await;
-        let lost = r?;
+        let lost: Vec<String> = self.call(inv.invoke_async(&mut self.conn())).await?;
         let mut running = self.inner.running.lock();
         for id in &lost {
             if let Some((_, c)) = running.remove(id) {
@@ -640,7 +636,7 @@ impl JobQueue for RedisBackend {
 
     async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
         let k = self.keys();
-        let r: Result<i64> = self
+        let r: i64 = self
             .call(
                 self.inner
                     .scripts
@@ -653,8 +649,8 @@ impl JobQueue for RedisBackend {
                     .arg(k.inbox_prefix())
                     .invoke_async(&mut self.conn()),
             )
-            .await;
-        match r? {
+            .await?;
+        match r {
             1 => Ok(()),
             _ => Err(Error::LeaseLost(lease.job_id.clone())),
         }
@@ -757,49 +753,45 @@ impl JobQueue for RedisBackend {
         let methods =
             serde_json::to_string(&worker.methods).map_err(|e| Error::Storage(e.to_string()))?;
         let ttl = worker.ttl.as_millis() as u64;
-        let r: Result<()> = self
-            .call(
-                redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(k.worker_methods(&worker.worker_id))
-                    .arg(methods)
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(k.workers())
-                    .arg(now_ms() + ttl)
-                    .arg(&worker.worker_id)
-                    .ignore()
-                    .query_async(&mut self.conn()),
-            )
-            .await;
-        r
+        self.call(
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(k.worker_methods(&worker.worker_id))
+                .arg(methods)
+                .arg("PX")
+                .arg(ttl)
+                .ignore()
+                .cmd("ZADD")
+                .arg(k.workers())
+                .arg(now_ms() + ttl)
+                .arg(&worker.worker_id)
+                .ignore()
+                .query_async(&mut self.conn()),
+        )
+        .await
     }
 
     async fn withdraw(&self, worker_id: &str) -> Result<()> {
         let k = self.keys();
-        let r: Result<()> = self
-            .call(
-                redis::pipe()
-                    .atomic()
-                    .cmd("DEL")
-                    .arg(k.worker_methods(worker_id))
-                    .ignore()
-                    .cmd("ZREM")
-                    .arg(k.workers())
-                    .arg(worker_id)
-                    .ignore()
-                    .query_async(&mut self.conn()),
-            )
-            .await;
-        r
+        self.call(
+            redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(k.worker_methods(worker_id))
+                .ignore()
+                .cmd("ZREM")
+                .arg(k.workers())
+                .arg(worker_id)
+                .ignore()
+                .query_async(&mut self.conn()),
+        )
+        .await
     }
 
     async fn methods(&self) -> Result<Vec<MethodInfo>> {
         let k = self.keys();
-        let r: Result<((), Vec<String>)> = self
+        let (_, workers): ((), Vec<String>) = self
             .call(
                 redis::pipe()
                     .atomic()
@@ -813,8 +805,7 @@ impl JobQueue for RedisBackend {
                     .arg(-1)
                     .query_async(&mut self.conn()),
             )
-            .await;
-        let (_, workers) = r?;
+            .await?;
         if workers.is_empty() {
             return Ok(Vec::new());
         }
@@ -833,7 +824,7 @@ impl JobQueue for RedisBackend {
 
     async fn counts(&self) -> Result<QueueCounts> {
         let k = self.keys();
-        let r: Result<(Option<u64>, u64, u64, HashMap<String, i64>)> = self
+        let (open, delayed, active, ends): (Option<u64>, u64, u64, HashMap<String, i64>) = self
             .call(
                 redis::pipe()
                     .cmd("GET")
@@ -846,8 +837,7 @@ impl JobQueue for RedisBackend {
                     .arg(k.ends())
                     .query_async(&mut self.conn()),
             )
-            .await;
-        let (open, delayed, active, ends) = r?;
+            .await?;
         let end = |s: &str| ends.get(s).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueCounts {
             queued: open.unwrap_or(0).saturating_sub(delayed + active),
@@ -908,7 +898,7 @@ impl JobQueue for RedisBackend {
 
     async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
         let k = self.keys();
-        let r: Result<(i64, String)> = self
+        let (code, state): (i64, String) = self
             .call(
                 self.inner
                     .scripts
@@ -924,8 +914,7 @@ impl JobQueue for RedisBackend {
                     .arg(k.mark_prefix())
                     .invoke_async(&mut self.conn()),
             )
-            .await;
-        let (code, state) = r?;
+            .await?;
         if code < 0 {
             return Ok(None);
         }
@@ -943,7 +932,7 @@ impl JobQueue for RedisBackend {
         let k = self.keys();
         let (mut deleted, mut offset) = (0u64, 0usize);
         loop {
-            let r: Result<(u64, usize, usize)> = self
+            let (n, kept, scanned): (u64, usize, usize) = self
                 .call(
                     self.inner
                         .scripts
@@ -958,8 +947,7 @@ impl JobQueue for RedisBackend {
                         .arg(offset)
                         .invoke_async(&mut self.conn()),
                 )
-                .await;
-            let (n, kept, scanned) = r?;
+                .await?;
             deleted += n;
             offset += kept;
             if scanned < BATCH {
@@ -982,7 +970,7 @@ impl RedisBackend {
         let mut cursor: u64 = 0;
         let mut keys: Vec<String> = Vec::new();
         loop {
-            let r: Result<(u64, Vec<String>)> = self
+            let (next, batch): (u64, Vec<String>) = self
                 .call(
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -992,8 +980,7 @@ impl RedisBackend {
                         .arg(1000)
                         .query_async(&mut conn),
                 )
-                .await;
-            let (next, batch) = r?;
+                .await?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -1113,7 +1100,7 @@ impl Bus for RedisBackend {
 
     async fn presence(&self, topic: &str) -> Result<Presence> {
         let k = self.keys();
-        let r: Result<Vec<redis::Value>> = self
+        let values: Vec<redis::Value> = self
             .call(
                 self.inner
                     .scripts
@@ -1123,8 +1110,7 @@ impl Bus for RedisBackend {
                     .arg(now_ms())
                     .invoke_async(&mut self.conn()),
             )
-            .await;
-        let values = r?;
+            .await?;
         let mut it = values.into_iter();
         let connections = match it.next() {
             Some(redis::Value::Int(n)) => n.max(0) as u64,
@@ -1157,13 +1143,12 @@ impl Bus for RedisBackend {
             .arg("PX")
             .arg(ttl_ms.max(1))
             .ignore();
-        let r: Result<()> = self.call(pipe.query_async(&mut self.conn())).await;
-        r
+        self.call(pipe.query_async(&mut self.conn())).await
     }
 
     async fn reports(&self) -> Result<Vec<GatewayReport>> {
         let k = self.keys();
-        let r: Result<Vec<String>> = self
+        let ids: Vec<String> = self
             .call(
                 redis::cmd("ZRANGEBYSCORE")
                     .arg(k.gateways())
@@ -1171,16 +1156,14 @@ impl Bus for RedisBackend {
                     .arg("+inf")
                     .query_async(&mut self.conn()),
             )
-            .await;
-        let ids = r?;
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| k.gateway_report(id)).collect();
-        let r: Result<Vec<Option<String>>> = self
+        let stats: Vec<Option<String>> = self
             .call(redis::cmd("MGET").arg(keys).query_async(&mut self.conn()))
-            .await;
-        let stats = r?;
+            .await?;
         let mut v: Vec<GatewayReport> = ids
             .into_iter()
             .zip(stats)
