@@ -1,6 +1,7 @@
 //! Who may open a connection: the `Origin` allow-list (403), the per-IP and per-user caps
 //! (429) and the gateway-wide cap (503). An admitted connection holds a [`Ticket`]; dropping
-//! it gives its places back, however the connection ends.
+//! it gives its places back, however the connection ends. The same counts answer `/stats`
+//! (connections, distinct users, connections by user type) without walking the connections.
 
 use axum::http::StatusCode;
 use dashmap::DashMap;
@@ -44,6 +45,7 @@ pub struct Admission {
     total: AtomicUsize,
     by_ip: DashMap<IpAddr, usize>,
     by_user: DashMap<Arc<str>, usize>,
+    by_type: DashMap<Arc<str>, usize>,
 }
 
 /// An admitted connection's places; given back on drop.
@@ -51,6 +53,7 @@ pub struct Ticket {
     admission: Arc<Admission>,
     ip: IpAddr,
     user: Arc<str>,
+    user_type: Arc<str>,
 }
 
 impl Drop for Ticket {
@@ -58,6 +61,7 @@ impl Drop for Ticket {
         self.admission.total.fetch_sub(1, Ordering::SeqCst);
         release(&self.admission.by_ip, &self.ip);
         release(&self.admission.by_user, &self.user);
+        release(&self.admission.by_type, &self.user_type);
     }
 }
 
@@ -90,13 +94,23 @@ impl Admission {
         self.by_user.len()
     }
 
-    /// Admits a connection, or says why not (status and detail).
+    /// Connections admitted, by user type.
+    pub fn by_user_type(&self) -> std::collections::BTreeMap<String, usize> {
+        self.by_type
+            .iter()
+            .map(|e| (e.key().to_string(), *e.value()))
+            .collect()
+    }
+
+    /// Admits a connection of `user` (of kind `user_type`, for stats), or says why not
+    /// (status and detail).
     pub fn admit(
         self: &Arc<Self>,
         limits: &Limits,
         origin: Option<&str>,
         ip: IpAddr,
         user: Arc<str>,
+        user_type: Arc<str>,
     ) -> Result<Ticket, (StatusCode, &'static str)> {
         if let Some(origin) = origin
             && !limits.allowed_origins.is_empty()
@@ -132,10 +146,12 @@ impl Admission {
                 "too many connections for this user",
             ));
         }
+        take(&self.by_type, user_type.clone(), 0);
         Ok(Ticket {
             admission: self.clone(),
             ip,
             user,
+            user_type,
         })
     }
 }
@@ -155,36 +171,62 @@ mod tests {
         };
         let ip1: IpAddr = "10.0.0.1".parse().unwrap();
         let ip2: IpAddr = "10.0.0.2".parse().unwrap();
-        let t1 = a.admit(&limits, None, ip1, "u".into()).unwrap();
+        let t1 = a
+            .admit(&limits, None, ip1, "u".into(), "default".into())
+            .unwrap();
         let t2 = a
-            .admit(&limits, Some("https://APP.example"), ip1, "v".into())
+            .admit(
+                &limits,
+                Some("https://APP.example"),
+                ip1,
+                "v".into(),
+                "app".into(),
+            )
             .unwrap();
         assert_eq!(
-            a.admit(&limits, None, ip1, "w".into()).err().unwrap().0,
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            a.admit(&limits, Some("https://evil.example"), ip2, "w".into())
+            a.admit(&limits, None, ip1, "w".into(), "default".into())
                 .err()
                 .unwrap()
                 .0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            a.admit(
+                &limits,
+                Some("https://evil.example"),
+                ip2,
+                "w".into(),
+                "default".into()
+            )
+            .err()
+            .unwrap()
+            .0,
             StatusCode::FORBIDDEN
         );
-        let t3 = a.admit(&limits, None, ip2, "u".into()).unwrap();
+        let t3 = a
+            .admit(&limits, None, ip2, "u".into(), "default".into())
+            .unwrap();
+        assert_eq!(a.by_user_type().get("app"), Some(&1));
+        assert_eq!(a.by_user_type().get("default"), Some(&2));
         assert_eq!(
-            a.admit(&limits, None, ip2, "x".into()).err().unwrap().0,
+            a.admit(&limits, None, ip2, "x".into(), "default".into())
+                .err()
+                .unwrap()
+                .0,
             StatusCode::SERVICE_UNAVAILABLE
         );
         drop(t3);
         assert_eq!(
-            a.admit(&limits, None, ip2, "u".into()).map(drop).err(),
+            a.admit(&limits, None, ip2, "u".into(), "default".into())
+                .map(drop)
+                .err(),
             None,
             "the place came back"
         );
         drop((t1, t2));
         assert_eq!(a.count(), 0);
         assert!(
-            a.by_ip.is_empty() && a.by_user.is_empty(),
+            a.by_ip.is_empty() && a.by_user.is_empty() && a.by_type.is_empty(),
             "no counts left behind"
         );
     }

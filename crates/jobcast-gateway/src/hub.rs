@@ -31,8 +31,6 @@ pub struct Conn {
     pub id: u64,
     /// The user (`sub`).
     pub user: Arc<str>,
-    /// `userType` (claim or query parameter).
-    pub user_type: Option<String>,
     tx: mpsc::Sender<Bytes>,
     /// Fired with a close code to make the session close the socket.
     pub kill: CancellationToken,
@@ -44,17 +42,11 @@ pub struct Conn {
 
 impl Conn {
     /// Creates a connection with an outbound queue of `capacity` frames.
-    pub fn new(
-        id: u64,
-        user: Arc<str>,
-        user_type: Option<String>,
-        capacity: usize,
-    ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
+    pub fn new(id: u64, user: Arc<str>, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let conn = Arc::new(Self {
             id,
             user,
-            user_type,
             tx,
             kill: CancellationToken::new(),
             kill_code: Mutex::new(None),
@@ -192,11 +184,6 @@ impl Hub {
     /// Number of local connections.
     pub fn conn_count(&self) -> usize {
         self.conns.len()
-    }
-
-    /// All local connections (for stats and broadcast).
-    pub fn conns(&self) -> Vec<Arc<Conn>> {
-        self.conns.iter().map(|e| e.value().clone()).collect()
     }
 
     /// Attaches `conn` to `job_id`, held until [`Hub::release`]. `called_at` is when the job

@@ -30,13 +30,6 @@ fn ended(c: &QueueCounts) -> u64 {
 
 /// This gateway's stats, with the queue's counts when they could be read.
 pub async fn local(gw: &Gateway) -> Value {
-    let conns = gw.hub.conns();
-    let mut by_type = BTreeMap::<String, u64>::new();
-    for c in &conns {
-        *by_type
-            .entry(c.user_type.clone().unwrap_or_else(|| "default".into()))
-            .or_default() += 1;
-    }
     let queue = match gw.queue.counts().await {
         Ok(c) => {
             let mut rate = gw.rate.lock();
@@ -59,9 +52,9 @@ pub async fn local(gw: &Gateway) -> Value {
     json!({
         "serverId": gw.config.server_id,
         "instanceId": gw.instance_id,
-        "totalConnections": conns.len(),
+        "totalConnections": gw.hub.conn_count(),
         "uniqueUsers": gw.admission.users(),
-        "byUserType": by_type,
+        "byUserType": gw.admission.by_user_type(),
         "uptime": gw.started.elapsed().as_secs(),
         "queue": queue,
         "jobsPerSec": jobs_per_sec,

@@ -132,27 +132,33 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let ticket = match gw
-        .admission
-        .admit(&gw.config.limits, origin, ip, claims.sub.as_str().into())
-    {
+    let user_type = claims
+        .user_type
+        .as_deref()
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "userType")
+                .map(|(_, v)| v.as_str())
+        })
+        .unwrap_or("default");
+    let ticket = match gw.admission.admit(
+        &gw.config.limits,
+        origin,
+        ip,
+        claims.sub.as_str().into(),
+        user_type.into(),
+    ) {
         Ok(t) => t,
         Err((status, detail)) => return problem(status, detail),
     };
     let subprotocol = offers_subprotocol(headers);
-    let user_type = claims.user_type.clone().or_else(|| {
-        query
-            .iter()
-            .find(|(k, _)| k == "userType")
-            .map(|(_, v)| v.clone())
-    });
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return problem(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
     let (conn, rx) = Conn::new(
         gw.hub.next_conn_id(),
         claims.sub.as_str().into(),
-        user_type,
         gw.config.outbound_queue,
     );
     let max = gw.config.max_message_bytes;
