@@ -769,7 +769,13 @@ fn count_open(total: &mut usize, by_owner: &mut HashMap<String, u32>, owner: &st
         return;
     }
     if opened {
-        *by_owner.entry(owner.to_owned()).or_default() += 1;
+        // Look up before inserting: no new String per job for an owner already counted.
+        match by_owner.get_mut(owner) {
+            Some(n) => *n += 1,
+            None => {
+                by_owner.insert(owner.to_owned(), 1);
+            }
+        }
     } else if let Some(n) = by_owner.get_mut(owner) {
         *n = n.saturating_sub(1);
         if *n == 0 {

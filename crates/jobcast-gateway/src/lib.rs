@@ -184,13 +184,13 @@ impl Gateway {
         listener: TcpListener,
         stop: CancellationToken,
         drain_deadline: Duration,
-    ) -> std::io::Result<()> {
+    ) {
         stats::start(&self).await;
         if let Some(tls) = &self.config.tls {
-            reload::watch(tls.clone(), reload::CHECK_EVERY, stop.clone());
+            reload::watch(tls.clone(), stop.clone());
         }
         if let Some(keys) = &self.config.auth.public_keys {
-            reload::watch(keys.clone(), reload::CHECK_EVERY, stop.clone());
+            reload::watch(keys.clone(), stop.clone());
         }
         let accepting = tokio::spawn(accept::serve(
             self.clone(),
@@ -215,7 +215,6 @@ impl Gateway {
                 "drain deadline passed with connections still open"
             );
         }
-        Ok(())
     }
 
     /// Whether the gateway refuses new work.

@@ -31,12 +31,12 @@ fn modified(p: &Path) -> Option<SystemTime> {
 }
 
 /// Watches `item` until `stop`: reloads it on SIGHUP and when its files change.
-pub fn watch(item: Arc<dyn Reload>, every: Duration, stop: CancellationToken) {
+pub fn watch(item: Arc<dyn Reload>, stop: CancellationToken) {
     tokio::spawn(async move {
         let files = item.files();
         let mut seen = stamps(&files);
         let mut hup = Hangups::new();
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let forced = tokio::select! {

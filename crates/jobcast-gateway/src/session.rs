@@ -119,35 +119,30 @@ fn rate_limited(cx: &Arc<ConnCtx>, text: &str, wait_ms: u64) {
             },
         )
     };
-    let (ids, unreadable): (Vec<Option<jobcast_protocol::RequestId>>, bool) =
-        match parse_frame(text) {
-            Ok(Frame::Single(Ok(r))) => (vec![r.id], false),
-            Ok(Frame::Single(Err(e))) => (vec![e.id], false),
-            Ok(Frame::Batch(items)) => (
-                items
-                    .into_iter()
-                    .map(|i| match i {
-                        Ok(r) => r.id,
-                        Err(e) => e.id,
-                    })
-                    .collect(),
-                false,
-            ),
-            Err(e) => (vec![e.id], true),
-        };
-    let answers: Vec<String> = ids.iter().flatten().map(|id| refuse(Some(id))).collect();
-    let batch = matches!(text.trim_start().as_bytes().first(), Some(b'['));
-    if answers.is_empty() {
-        // Notifications only: nothing to answer. An unreadable message has no id either,
-        // and is answered with a null id, as JSON-RPC does for parse errors.
-        if unreadable {
+    let (items, batch) = match parse_frame(text) {
+        Ok(Frame::Single(item)) => (vec![item], false),
+        Ok(Frame::Batch(items)) => (items, true),
+        // Unreadable: answered with a null id, as JSON-RPC does for parse errors.
+        Err(_) => {
             cx.conn.send(Bytes::from(refuse(None)));
+            return;
         }
-    } else if batch {
-        cx.conn.send(Bytes::from(outbound::batch(&answers)));
-    } else {
-        cx.conn.send(Bytes::from(answers.concat()));
+    };
+    // Notifications (no id) get nothing.
+    let answers: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.as_ref().map_or_else(|e| e.id.as_ref(), |r| r.id.as_ref()))
+        .map(|id| refuse(Some(id)))
+        .collect();
+    if answers.is_empty() {
+        return;
     }
+    let frame = if batch {
+        outbound::batch(&answers)
+    } else {
+        answers.concat()
+    };
+    cx.conn.send(Bytes::from(frame));
 }
 
 /// Moves frames both ways until the connection ends; returns the close code to send, if any.

@@ -195,7 +195,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let gateway = Gateway::new(config, queue, bus)?;
-    gateway.serve(listener, stop, args.drain_timeout).await?;
+    gateway.serve(listener, stop, args.drain_timeout).await;
     Ok(())
 }
 

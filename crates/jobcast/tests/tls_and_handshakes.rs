@@ -233,3 +233,25 @@ async fn stalled_tls_handshakes_are_closed() {
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
     closed_within(&mut silent, Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn slow_request_bodies_get_408() {
+    let s = Server::start(&["--request-timeout", "1s", "--api-key", "k"]);
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    // The head is complete; the body promises 100 bytes and sends 10.
+    c.write_all(
+        b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"topic\":",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut head = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut head))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&head[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}

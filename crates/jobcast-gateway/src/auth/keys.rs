@@ -45,16 +45,6 @@ impl PublicKeys {
         }))
     }
 
-    /// Number of keys loaded.
-    pub fn len(&self) -> usize {
-        self.set.read().len()
-    }
-
-    /// Whether no key is loaded (never, after a successful load).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Verifies `token` (whose header names `kid`) with the keys that allow `v`'s single
     /// algorithm, and returns its claims.
     pub(super) fn verify(
