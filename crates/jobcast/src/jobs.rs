@@ -2,13 +2,10 @@
 //! the same on the embedded store, which only its `serve` process may open, and on Redis):
 //! list jobs by state, show one, retry a failed one, cancel, purge ended ones.
 
-use anyhow::{Context, bail};
+use crate::http_client::HttpConn;
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 /// Flags of `jobcast jobs`.
 #[derive(Args, Debug)]
@@ -142,57 +139,11 @@ fn print_table(v: &Value) {
     println!("{} job(s), state {}", jobs.len(), v["state"]);
 }
 
-/// One HTTP/1.1 request to `base` (`http://host:port`); returns the status and the body.
+/// One request to the server API at `base` (`http://host:port`); returns the status and the
+/// body.
 async fn request(base: &str, method: &str, path: &str, key: &str) -> anyhow::Result<(u16, String)> {
-    let uri: http::Uri = base.parse().with_context(|| format!("bad --url {base}"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--url must be http://host:port (TLS is not supported by this command yet)");
-    }
-    let host = uri.host().context("--url without a host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let mut s = TcpStream::connect((host.trim_matches(['[', ']']), port))
+    HttpConn::new(base)?
+        .request(method, path, key, "")
         .await
-        .with_context(|| format!("connecting to {base}"))?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-/// Decodes a chunked body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+        .with_context(|| format!("{method} {base}{path}"))
 }

@@ -7,6 +7,7 @@ mod bench;
 mod call;
 mod distributed;
 mod gateway;
+mod http_client;
 mod jobs;
 mod serve;
 mod settings;

@@ -6,7 +6,8 @@
 //! server. Every subscriber must receive every message: a message some subscriber did not get
 //! by `--drain` after the last send counts as lost for that subscriber.
 
-use super::{Target, conn, http::HttpConn, report};
+use super::{Target, conn, report};
+use crate::http_client::HttpConn;
 use crate::settings::parse_duration;
 use anyhow::Context;
 use clap::Args;
@@ -202,11 +203,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
                 sleep_until(due).await;
                 let t = u64::try_from((due - shared.base).as_micros()).unwrap_or(u64::MAX);
                 let body = json!({"topic": topic, "data": {"seq": n, "t": t, "pad": pad}});
-                match http.post("/v1/publish", &key, &body.to_string()).await {
-                    Ok(s) if (200..300).contains(&s) => {
+                match http
+                    .request("POST", "/v1/publish", &key, &body.to_string())
+                    .await
+                {
+                    Ok((s, _)) if (200..300).contains(&s) => {
                         shared.published.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(s) => {
+                    Ok((s, _)) => {
                         tracing::warn!(status = s, "publish refused");
                         failed.fetch_add(1, Ordering::SeqCst);
                     }

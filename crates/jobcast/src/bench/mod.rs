@@ -10,7 +10,6 @@
 
 mod conn;
 mod fanout;
-mod http;
 mod idle;
 mod report;
 mod rpc;

@@ -1,5 +1,6 @@
-//! A keep-alive HTTP/1.1 connection for the benchmark's publishers: one request at a time,
-//! `Content-Length` or chunked responses, reconnecting when the server closes.
+//! A small HTTP/1.1 client for the server API (`jobcast jobs`, the bench's publishers): one
+//! keep-alive connection, one request at a time, `Content-Length` or chunked responses,
+//! reconnecting when the server has closed it. `http://` only.
 
 use anyhow::{Context, bail};
 use tokio::{
@@ -20,7 +21,7 @@ impl HttpConn {
         let uri: http::Uri = base.parse().with_context(|| format!("bad URL {base}"))?;
         anyhow::ensure!(
             uri.scheme_str() == Some("http"),
-            "bench publishes over http:// only: {base}"
+            "only http:// is supported here: {base}"
         );
         Ok(Self {
             host: uri
@@ -33,10 +34,17 @@ impl HttpConn {
         })
     }
 
-    /// `POST path` with a JSON body and a bearer key; returns the status.
-    pub async fn post(&mut self, path: &str, key: &str, body: &str) -> anyhow::Result<u16> {
+    /// `method path` with a bearer key and a JSON body (may be empty); returns the status and
+    /// the response body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {key}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
             self.port,
@@ -54,11 +62,11 @@ impl HttpConn {
                 continue;
             };
             match exchange(s, req.as_bytes()).await {
-                Ok((status, keep)) => {
+                Ok((status, keep, body)) => {
                     if !keep {
                         self.stream = None;
                     }
-                    return Ok(status);
+                    return Ok((status, body));
                 }
                 Err(e) if attempt == 0 => {
                     tracing::debug!(error = %e, "reconnecting");
@@ -71,9 +79,9 @@ impl HttpConn {
     }
 }
 
-/// Writes a request and reads its response; returns the status and whether the connection
-/// stays open.
-async fn exchange(s: &mut BufReader<TcpStream>, req: &[u8]) -> anyhow::Result<(u16, bool)> {
+/// Writes a request and reads its response; returns the status, whether the connection stays
+/// open, and the body.
+async fn exchange(s: &mut BufReader<TcpStream>, req: &[u8]) -> anyhow::Result<(u16, bool, String)> {
     s.get_mut().write_all(req).await?;
     let mut line = String::new();
     if s.read_line(&mut line).await? == 0 {
@@ -105,20 +113,23 @@ async fn exchange(s: &mut BufReader<TcpStream>, req: &[u8]) -> anyhow::Result<(u
             _ => {}
         }
     }
+    let mut body = Vec::with_capacity(length);
     if chunked {
         loop {
             line.clear();
             s.read_line(&mut line).await?;
             let n = usize::from_str_radix(line.trim(), 16).context("bad chunk size")?;
-            let mut skip = vec![0u8; n + 2];
-            s.read_exact(&mut skip).await?;
+            let start = body.len();
+            body.resize(start + n + 2, 0);
+            s.read_exact(&mut body[start..]).await?;
+            body.truncate(start + n); // the chunk's CRLF
             if n == 0 {
                 break;
             }
         }
     } else {
-        let mut skip = vec![0u8; length];
-        s.read_exact(&mut skip).await?;
+        body.resize(length, 0);
+        s.read_exact(&mut body).await?;
     }
-    Ok((status, keep))
+    Ok((status, keep, String::from_utf8_lossy(&body).into_owned()))
 }
