@@ -92,7 +92,9 @@ struct Shared {
     /// Messages the server accepted (2xx).
     published: AtomicU64,
     publishing_done: AtomicBool,
-    give_up: Mutex<Option<Instant>>,
+    /// When subscribers stop waiting, in µs after `base` (0: still publishing). Read on every
+    /// message by every subscriber, so an atomic rather than a lock.
+    give_up_us: AtomicU64,
     latency: Shards,
     delivered: AtomicU64,
     duplicates: AtomicU64,
@@ -171,7 +173,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         measure_from_us: u64::try_from((measure_from - base).as_micros()).unwrap_or(u64::MAX),
         published: AtomicU64::new(0),
         publishing_done: AtomicBool::new(false),
-        give_up: Mutex::new(None),
+        give_up_us: AtomicU64::new(0),
         latency: Shards::new(64),
         delivered: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
@@ -226,7 +228,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         r?;
     }
     let publish_end = Instant::now();
-    *shared.give_up.lock() = Some(publish_end + args.drain);
+    let give_up = publish_end + args.drain - shared.base;
+    shared.give_up_us.store(
+        u64::try_from(give_up.as_micros()).unwrap_or(u64::MAX).max(1),
+        Ordering::SeqCst,
+    );
     shared.publishing_done.store(true, Ordering::SeqCst);
     let mut per_sub_lost = 0u64;
     while let Some(r) = receiving.join_next().await {
@@ -290,7 +296,8 @@ async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) -> u64 {
         {
             break;
         }
-        let give_up = *shared.give_up.lock();
+        let give_up_us = shared.give_up_us.load(Ordering::SeqCst);
+        let give_up = (give_up_us > 0).then(|| shared.base + Duration::from_micros(give_up_us));
         let next = match give_up {
             Some(at) => match tokio::time::timeout_at(at, ws.next()).await {
                 Ok(m) => m,
