@@ -230,7 +230,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     let publish_end = Instant::now();
     let give_up = publish_end + args.drain - shared.base;
     shared.give_up_us.store(
-        u64::try_from(give_up.as_micros()).unwrap_or(u64::MAX).max(1),
+        u64::try_from(give_up.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1),
         Ordering::SeqCst,
     );
     shared.publishing_done.store(true, Ordering::SeqCst);
