@@ -145,7 +145,7 @@ async fn in_one_process(listen: &str) -> anyhow::Result<()> {
     });
     gateway
         .serve(listener, stop, Duration::from_secs(5))
-        .await?;
+        .await;
     store.close().await;
     Ok(())
 }
