@@ -143,9 +143,7 @@ async fn in_one_process(listen: &str) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         s.cancel();
     });
-    gateway
-        .serve(listener, stop, Duration::from_secs(5))
-        .await;
+    gateway.serve(listener, stop, Duration::from_secs(5)).await;
     store.close().await;
     Ok(())
 }
