@@ -10,7 +10,13 @@
 #
 #   bench/compare.sh                      # everything, 2 rounds, 10 s per load
 #   ROUNDS=1 DURATION=5s bench/compare.sh # quicker
-#   ONLY="jobs" bench/compare.sh          # jobs | fanout | idle, space-separated
+#   ONLY="jobs" bench/compare.sh          # jobs | fanout | idle | scale, space-separated
+#
+# `scale` is jobcast only (the reference has no counterpart in the targets): SCALE_N
+# connections (250,000) over SCALE_GATEWAYS gateway processes (14: each holds under its
+# 20,000-file limit) on one Redis, held SCALE_HOLD (60 s) with heartbeats on, from as many
+# client processes and loopback source addresses; it reports drops and the gateways' total
+# resident memory. It runs once, after the rounds.
 #
 # Needs: cargo, redis-server (apt-get install -y redis-server), node/npm (for the reference's
 # npm install, which also brings Bun), python3, curl.
@@ -21,9 +27,12 @@ REF_SRC="${REFERENCE_DIR:-$ROOT/../shared/reference}"
 WORK="${WORK:-/tmp/jobcast-compare}"
 ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10s}"
-ONLY="${ONLY:-jobs fanout idle}"
+ONLY="${ONLY:-jobs fanout idle scale}"
 IDLE_N="${IDLE_N:-19000}"
 IDLE_HOLD="${IDLE_HOLD:-30s}"
+SCALE_N="${SCALE_N:-250000}"
+SCALE_GATEWAYS="${SCALE_GATEWAYS:-14}"
+SCALE_HOLD="${SCALE_HOLD:-60s}"
 SECRET=dev-secret
 KEY=dev-api-key
 export JWT_SECRET=$SECRET API_KEY=$KEY
@@ -175,6 +184,23 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   fi
 done
+
+if [[ " $ONLY " == *" scale "* ]]; then
+  start_redis
+  urls=() pids=() sources=()
+  for g in $(seq 1 "$SCALE_GATEWAYS"); do
+    PORT=$(free_port)
+    jobcast_bg "scale-gateway-$PORT" gateway --listen "127.0.0.1:$PORT" --redis "$REDIS" \
+      --jwt-secret "$SECRET" --api-key "$KEY" "${JOBCAST_LIMITS[@]}"
+    wait_http "http://127.0.0.1:$PORT/healthz"
+    urls+=("ws://127.0.0.1:$PORT/ws") pids+=("$PID") sources+=("127.0.0.$((g + 1))")
+  done
+  join() { local IFS=,; echo "$*"; }
+  bench "scale-$SCALE_N" jobcast 1 idle -n "$SCALE_N" --processes "$SCALE_GATEWAYS" \
+    --source "$(join "${sources[@]}")" --hold "$SCALE_HOLD" --pid "$(join "${pids[@]}")" \
+    --url "${urls[0]}" --also "$(join "${urls[@]:1}")"
+  stop_all
+fi
 
 python3 "$ROOT/bench/summarize.py" "$RESULTS" >"$WORK/summary.md"
 cat "$WORK/summary.md"

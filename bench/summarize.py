@@ -77,10 +77,33 @@ def main():
         target(f"{load}: server bytes per connection", load, "jobcast", "bun-native",
                "bytesPerConnection", "<=", 0.8)
 
+    scale_rows = []
+    for (load, system), vs in sorted(runs.items()):
+        if not load.startswith("scale-"):
+            continue
+        for v in vs:
+            est, n = v.get("established"), v.get("connections")
+            rss = get(v, "serverRssKiB.connected")
+            ok = (isinstance(est, int) and est >= 250_000 and est == n
+                  and not v.get("dropped") and not v.get("failed"))
+            scale_rows.append(
+                f"| {load}: connections held {fmt(v.get('holdS'))} s over {v.get('servers')} "
+                f"gateways on one Redis | {fmt(est)} of {fmt(n)} established, "
+                f"{fmt(v.get('dropped'))} dropped, {fmt(v.get('failed'))} failed | "
+                f"gateways' total resident memory {fmt(rss / 1024 if rss else None)} MiB "
+                f"({fmt(v.get('bytesPerConnection'))} B per connection) | "
+                f"≥ 250,000, none dropped | {'met' if ok else 'NOT met'} |")
+
     print("| target | ours | median | rounds | theirs | median | rounds | ratio | wanted | |")
     print("| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | --- |")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+
+    if scale_rows:
+        print()
+        print("| scale | result | memory | wanted | |")
+        print("| --- | --- | --- | --- | --- |")
+        print("\n".join(scale_rows))
 
     print()
     print("Losses and errors (every run):")

@@ -51,7 +51,9 @@ impl EmbeddedConfig {
 }
 
 /// (gateway, connection) → user, of one topic.
-type Members = HashMap<(String, u64), String>;
+/// A topic's members: (gateway, connection) → user. Kept small per entry: one connection's
+/// `user:` topic makes one of these.
+type Members = HashMap<(Arc<str>, u64), Box<str>>;
 
 struct Inner {
     state: Mutex<State>,
@@ -59,7 +61,10 @@ struct Inner {
     work: Notify,
     workers: Mutex<HashMap<String, (Vec<MethodInfo>, Instant)>>,
     inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<Inbound>>>,
-    topics: Mutex<HashMap<String, HashSet<String>>>,
+    /// Topic → the gateways subscribed to it (a handful, so a list).
+    topics: Mutex<HashMap<String, Vec<Arc<str>>>>,
+    /// Gateway ids, stored once and shared by `topics` and `presence`.
+    gateway_ids: Mutex<HashSet<Arc<str>>>,
     /// Topic → who is in it.
     presence: Mutex<HashMap<String, Members>>,
     /// Gateway → (stats, expiry).
@@ -76,6 +81,17 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// The one shared copy of a gateway id.
+    fn gateway_id(&self, id: &str) -> Arc<str> {
+        let mut ids = self.inner.gateway_ids.lock();
+        if let Some(g) = ids.get(id) {
+            return g.clone();
+        }
+        let g: Arc<str> = id.into();
+        ids.insert(g.clone());
+        g
+    }
+
     /// Opens (or creates) the store, restores every job (running ones go back to the queue),
     /// and starts the timer task that promotes delayed jobs, reclaims lapsed leases and purges
     /// ended jobs past retention. Must be called inside a Tokio runtime.
@@ -103,6 +119,7 @@ impl Embedded {
             workers: Mutex::new(HashMap::new()),
             inboxes: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
+            gateway_ids: Mutex::new(HashSet::new()),
             presence: Mutex::new(HashMap::new()),
             reports: Mutex::new(HashMap::new()),
             config,
@@ -393,8 +410,8 @@ impl Bus for Embedded {
             return Ok(());
         };
         let inboxes = self.inner.inboxes.lock();
-        for gw in gateways.iter().filter(|g| g.as_str() != origin) {
-            if let Some(tx) = inboxes.get(gw) {
+        for gw in gateways.iter().filter(|g| &***g != origin) {
+            if let Some(tx) = inboxes.get(&**gw) {
                 let _ = tx.send(Inbound::Topic {
                     topic: topic.to_owned(),
                     audience,
@@ -406,20 +423,20 @@ impl Bus for Embedded {
     }
 
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
-        self.inner
-            .topics
-            .lock()
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(gateway_id.to_owned());
+        let gw = self.gateway_id(gateway_id);
+        let mut topics = self.inner.topics.lock();
+        let list = topics.entry(topic.to_owned()).or_default();
+        if !list.contains(&gw) {
+            list.push(gw);
+        }
         Ok(())
     }
 
     fn unsubscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
         let mut topics = self.inner.topics.lock();
-        if let Some(set) = topics.get_mut(topic) {
-            set.remove(gateway_id);
-            if set.is_empty() {
+        if let Some(list) = topics.get_mut(topic) {
+            list.retain(|g| &**g != gateway_id);
+            if list.is_empty() {
                 topics.remove(topic);
             }
         }
@@ -427,19 +444,20 @@ impl Bus for Embedded {
     }
 
     fn presence_join(&self, gateway_id: &str, topic: &str, conn: u64, user: &str) -> Result<()> {
+        let gw = self.gateway_id(gateway_id);
         self.inner
             .presence
             .lock()
             .entry(topic.to_owned())
             .or_default()
-            .insert((gateway_id.to_owned(), conn), user.to_owned());
+            .insert((gw, conn), user.into());
         Ok(())
     }
 
     fn presence_leave(&self, gateway_id: &str, topic: &str, conn: u64) -> Result<()> {
         let mut presence = self.inner.presence.lock();
         if let Some(members) = presence.get_mut(topic) {
-            members.remove(&(gateway_id.to_owned(), conn));
+            members.remove(&(self.gateway_id(gateway_id), conn));
             if members.is_empty() {
                 presence.remove(topic);
             }
@@ -454,9 +472,9 @@ impl Bus for Embedded {
         let Some(members) = presence.get(topic) else {
             return Ok(Presence::default());
         };
-        let users: std::collections::BTreeSet<&String> = members.values().collect();
+        let users: std::collections::BTreeSet<&str> = members.values().map(|u| &**u).collect();
         Ok(Presence {
-            users: users.into_iter().cloned().collect(),
+            users: users.into_iter().map(str::to_owned).collect(),
             connections: members.len() as u64,
         })
     }

@@ -11,85 +11,15 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use jobcast_core::{Audience, BROADCAST_TOPIC, JobEvent, Outcome};
 use jobcast_protocol::{
-    CloseCode, RequestId,
+    RequestId,
     outbound::{self, ErrorObject},
 };
-use parking_lot::Mutex;
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-/// A local connection as the hub sees it.
-pub struct Conn {
-    /// Numeric id.
-    pub id: u64,
-    /// The user (`sub`).
-    pub user: Arc<str>,
-    tx: mpsc::Sender<Bytes>,
-    /// Fired with a close code to make the session close the socket.
-    pub kill: CancellationToken,
-    /// Why `kill` fired.
-    pub kill_code: Mutex<Option<(CloseCode, &'static str)>>,
-    jobs: Mutex<HashSet<String>>,
-    topics: Mutex<HashSet<String>>,
-}
-
-impl Conn {
-    /// Creates a connection with an outbound queue of `capacity` frames.
-    pub fn new(id: u64, user: Arc<str>, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let conn = Arc::new(Self {
-            id,
-            user,
-            tx,
-            kill: CancellationToken::new(),
-            kill_code: Mutex::new(None),
-            jobs: Mutex::new(HashSet::new()),
-            topics: Mutex::new(HashSet::new()),
-        });
-        (conn, rx)
-    }
-
-    /// Queues a frame; closes the connection as a slow consumer when its queue is full.
-    pub fn send(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.kill.is_cancelled() {
-                    metrics::counter!("jobcast_slow_consumer_disconnects_total").increment(1);
-                }
-                self.close(CloseCode::PolicyViolation, "slow consumer");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Asks the session to close the socket with `code`.
-    pub fn close(&self, code: CloseCode, reason: &'static str) {
-        let mut k = self.kill_code.lock();
-        if k.is_none() {
-            *k = Some((code, reason));
-        }
-        self.kill.cancel();
-    }
-
-    /// Number of jobs attached.
-    pub fn job_count(&self) -> usize {
-        self.jobs.lock().len()
-    }
-
-    /// Number of topics subscribed.
-    pub fn topic_count(&self) -> usize {
-        self.topics.lock().len()
-    }
-}
+pub use crate::conn::Conn;
 
 struct Attachment {
     conn: Arc<Conn>,
@@ -167,11 +97,11 @@ impl Hub {
     /// it was subscribed to, with whether no local connection is subscribed to it any more.
     pub fn remove_conn(&self, conn: &Conn) -> Vec<(String, bool)> {
         self.conns.remove(&conn.id);
-        let jobs: Vec<String> = conn.jobs.lock().drain().collect();
+        let jobs: Vec<String> = conn.held.lock().jobs.drain().collect();
         for job in jobs {
             self.remove_attachment(&job, conn.id);
         }
-        let topics: Vec<String> = conn.topics.lock().drain().collect();
+        let topics: Vec<String> = conn.held.lock().topics.drain().collect();
         topics
             .into_iter()
             .map(|t| {
@@ -179,6 +109,13 @@ impl Hub {
                 (t, last)
             })
             .collect()
+    }
+
+    /// Calls `f` with every local connection.
+    pub fn for_each_conn(&self, mut f: impl FnMut(&Arc<Conn>)) {
+        for c in &self.conns {
+            f(c.value());
+        }
     }
 
     /// Number of local connections.
@@ -205,7 +142,7 @@ impl Hub {
             called_at,
             held: Some((Vec::new(), false)),
         });
-        conn.jobs.lock().insert(job_id.to_owned());
+        conn.held.lock().jobs.insert(job_id.to_owned());
         Attach::Held
     }
 
@@ -228,7 +165,7 @@ impl Hub {
             list.swap_remove(pos);
             let empty = list.is_empty();
             drop(list);
-            conn.jobs.lock().remove(job_id);
+            conn.held.lock().jobs.remove(job_id);
             if empty {
                 self.jobs.remove_if(job_id, |_, l| l.is_empty());
             }
@@ -247,7 +184,7 @@ impl Hub {
             Some(a.request_id)
         };
         self.jobs.remove_if(job_id, |_, l| l.is_empty());
-        conn.jobs.lock().remove(job_id);
+        conn.held.lock().jobs.remove(job_id);
         taken
     }
 
@@ -308,7 +245,7 @@ impl Hub {
             list.retain(|a| {
                 let keep = a.held.is_some();
                 if !keep {
-                    a.conn.jobs.lock().remove(job_id);
+                    a.conn.held.lock().jobs.remove(job_id);
                 }
                 keep
             });
@@ -325,7 +262,7 @@ impl Hub {
     /// `watches_presence`.
     pub fn subscribe(&self, topic: &str, conn: &Arc<Conn>, watches_presence: bool) -> (bool, bool) {
         let mut list = self.topics.entry(topic.to_owned()).or_default();
-        if !conn.topics.lock().insert(topic.to_owned()) {
+        if !conn.held.lock().topics.insert(topic.to_owned()) {
             if let Some(s) = list.iter_mut().find(|s| s.conn.id == conn.id) {
                 s.watches_presence = watches_presence;
             }
@@ -340,7 +277,7 @@ impl Hub {
 
     /// Unsubscribes; returns `(was subscribed, no local subscriber left)`.
     pub fn unsubscribe(&self, topic: &str, conn: &Conn) -> (bool, bool) {
-        if !conn.topics.lock().remove(topic) {
+        if !conn.held.lock().topics.remove(topic) {
             return (false, false);
         }
         (true, self.remove_subscriber(topic, conn.id))

@@ -10,6 +10,7 @@
 mod accept;
 pub mod admission;
 pub mod auth;
+pub mod conn;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -21,10 +22,11 @@ pub mod stats;
 mod submit;
 pub mod tls;
 mod topics;
+pub mod ws;
 
 use auth::AuthConfig;
 use jobcast_core::{BROADCAST_TOPIC, Bus, Inbound, JobQueue};
-use jobcast_protocol::OptionLimits;
+use jobcast_protocol::{CloseCode, OptionLimits};
 use std::{
     sync::{
         Arc,
@@ -127,6 +129,9 @@ pub struct Gateway {
     rate: parking_lot::Mutex<stats::Rate>,
 }
 
+/// The reason sent with 1012 when the gateway stops.
+pub(crate) const RESTARTING: &str = "server restarting; reconnect";
+
 impl Gateway {
     /// Creates the gateway and starts delivering its inbox. Must run inside a Tokio runtime.
     pub fn new(
@@ -169,6 +174,18 @@ impl Gateway {
                 }
             }
         });
+        // Every connection's heartbeat, from one timer: a ping each interval, and 1001 for a
+        // peer silent for two.
+        let weak = Arc::downgrade(&gw);
+        let every = gw.config.heartbeat;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                gw.hub.for_each_conn(|c| c.heartbeat(every * 2));
+            }
+        });
         Ok(gw)
     }
 
@@ -201,6 +218,8 @@ impl Gateway {
         stop.cancelled().await;
         self.draining.store(true, Ordering::SeqCst);
         self.shutdown.cancel();
+        self.hub
+            .for_each_conn(|c| c.close(CloseCode::ServiceRestart, RESTARTING));
         // Upgraded WebSockets are detached from their HTTP connections: wait for the sessions
         // themselves (each closes with 1012 on shutdown) as well as for plain HTTP requests.
         let drained = async {

@@ -2,21 +2,22 @@
 //! concurrently (bounded per connection), writing the outbound queue, heartbeats and the
 //! dead-peer close, and closing with the right code.
 
-use crate::rpc::{self, ConnCtx, Reply};
+use crate::{
+    conn::CloseRequest,
+    rpc::{self, ConnCtx, Reply},
+    ws::{ReadError, WsStream, codec::Incoming},
+};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt, stream::FuturesUnordered};
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use jobcast_protocol::{CloseCode, ErrorCode, Frame, outbound, parse_frame};
 use std::{
+    collections::VecDeque,
     future::Future,
     pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
-};
-use tokio_websockets::{Message, WebSocketStream, proto::CloseCode as WsClose};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -24,41 +25,47 @@ type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 const WRITE_BATCH: usize = 64;
 
 /// Runs the session until the peer goes away, the server shuts down, or the hub asks to close.
-pub async fn run<S>(cx: Arc<ConnCtx>, mut ws: WebSocketStream<S>, mut out: mpsc::Receiver<Bytes>)
+pub async fn run<S>(cx: Arc<ConnCtx>, mut ws: WsStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let gw = cx.gw.clone();
-    let heartbeat = gw.config.heartbeat;
-    let welcome = outbound::welcome(
-        &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
-        &cx.claims.sub,
-        &gw.config.server_id,
-        heartbeat.as_millis() as u64,
+    // Encoded straight into the write buffer: a local String would live as long as the session.
+    ws.feed_text(
+        outbound::welcome(
+            &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
+            &cx.claims.sub,
+            &gw.config.server_id,
+            gw.config.heartbeat.as_millis() as u64,
+        )
+        .as_bytes(),
     );
     // A peer gone before the welcome still goes through the cleanup below.
-    let close = if ws.send(Message::text(welcome)).await.is_ok() {
+    let close = if ws.flush().await.is_ok() {
         metrics::counter!("jobcast_messages_sent_total").increment(1);
-        pump(&cx, &mut ws, &mut out).await
+        pump(&cx, &mut ws).await
     } else {
         None
     };
     // Free what was queued for this connection now, not after the close handshake (a slow
     // consumer's queue can be large, and it is not reading its close frame either).
-    drop(out);
+    cx.conn.shut(CloseCode::Normal, "closed");
     let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
     metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
     metrics::gauge!("jobcast_connections").decrement(1.0);
     gw.forget(&cx.conn);
     if let Some((code, reason)) = close {
-        let msg = Message::close(
-            Some(WsClose::try_from(code.code()).unwrap_or(WsClose::NORMAL_CLOSURE)),
-            reason,
-        );
+        ws.feed_close(code.code(), reason);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            if ws.send(msg).await.is_ok() {
+            if ws.flush().await.is_ok() {
                 // Wait briefly for the peer's close reply so the close handshake completes.
-                while let Some(Ok(_)) = ws.next().await {}
+                let mut rest = VecDeque::new();
+                while let Ok(true) = ws.read(&mut rest).await {
+                    if rest.iter().any(|m| matches!(m, Incoming::Close(_))) {
+                        break;
+                    }
+                    rest.clear();
+                }
             }
         })
         .await;
@@ -146,112 +153,101 @@ fn rate_limited(cx: &Arc<ConnCtx>, text: &str, wait_ms: u64) {
 }
 
 /// Moves frames both ways until the connection ends; returns the close code to send, if any.
-async fn pump<S>(
-    cx: &Arc<ConnCtx>,
-    ws: &mut WebSocketStream<S>,
-    out: &mut mpsc::Receiver<Bytes>,
-) -> Option<(CloseCode, &'static str)>
+async fn pump<S>(cx: &Arc<ConnCtx>, ws: &mut WsStream<S>) -> Option<CloseRequest>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let gw = &cx.gw;
-    let heartbeat = gw.config.heartbeat;
-    let mut close = None;
-    let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let mut last_seen = Instant::now();
-    let shutdown = gw.shutdown.clone();
-    let max_in_flight = gw.config.max_in_flight;
-    let mut budget = Budget::new(gw.config.rate_per_sec, gw.config.rate_burst);
+    let max_in_flight = cx.gw.config.max_in_flight;
+    let mut budget = Budget::new(cx.gw.config.rate_per_sec, cx.gw.config.rate_burst);
+    // Requests being served; made on the first request (an idle connection holds none).
+    let mut tasks: Option<FuturesUnordered<Task>> = None;
+    let in_flight = |t: &Option<FuturesUnordered<Task>>| t.as_ref().map_or(0, |t| t.len());
+    // Messages read but not yet served (a read can bring many; they wait here while the
+    // connection has `max_in_flight` requests running).
+    let mut inbox: VecDeque<Incoming> = VecDeque::new();
     loop {
+        while in_flight(&tasks) < max_in_flight
+            && let Some(m) = inbox.pop_front()
+        {
+            match m {
+                Incoming::Text(text) => {
+                    metrics::counter!("jobcast_messages_received_total").increment(1);
+                    match budget.take() {
+                        Ok(()) => on_text(cx, &text, tasks.get_or_insert_with(Default::default)),
+                        Err(wait_ms) => rate_limited(cx, &text, wait_ms),
+                    }
+                }
+                Incoming::Binary => {
+                    let err = outbound::simple_error(
+                        None,
+                        ErrorCode::InvalidRequest,
+                        "binary frames are not supported; send JSON text",
+                    );
+                    cx.conn.send(Bytes::from(err));
+                }
+                Incoming::Ping | Incoming::Pong => {}
+                Incoming::Close(_) => {
+                    // The peer closed: send the echo queued by the decoder, and stop.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                    return None;
+                }
+            }
+        }
+        if inbox.is_empty() && inbox.capacity() > 0 {
+            // An idle connection keeps no buffer.
+            inbox = VecDeque::new();
+        }
+        if ws.wants_flush() {
+            // Pongs answering the peer's pings.
+            if let Err(end) = write(cx, ws).await {
+                return end;
+            }
+        }
+        let busy = in_flight(&tasks);
         tokio::select! {
             biased;
-            _ = cx.conn.kill.cancelled() => {
-                close = *cx.conn.kill_code.lock();
-                break;
-            }
-            _ = shutdown.cancelled() => {
-                close = Some((CloseCode::ServiceRestart, "server restarting; reconnect"));
-                break;
-            }
-            Some(frame) = out.recv() => {
-                // A peer that stops reading blocks this write; its queue then fills and the
-                // hub closes it as a slow consumer, which must end the write too.
-                tokio::select! {
-                    r = write_batch(ws, out, frame) => if r.is_err() { break },
-                    _ = cx.conn.kill.cancelled() => {
-                        close = *cx.conn.kill_code.lock();
-                        break;
+            next = cx.conn.next_out(WRITE_BATCH) => match next {
+                Err(close) => return Some(close),
+                Ok(out) => {
+                    for f in &out.frames {
+                        ws.feed_text(f);
+                    }
+                    if out.ping {
+                        ws.feed_ping();
+                    }
+                    metrics::counter!("jobcast_messages_sent_total").increment(out.frames.len() as u64);
+                    if let Err(end) = write(cx, ws).await {
+                        return end;
                     }
                 }
-            }
-            Some(()) = tasks.next(), if !tasks.is_empty() => {}
-            msg = ws.next(), if tasks.len() < max_in_flight => {
-                match msg {
-                    Some(Ok(m)) => {
-                        last_seen = Instant::now();
-                        if let Some(text) = m.as_text() {
-                            metrics::counter!("jobcast_messages_received_total").increment(1);
-                            match budget.take() {
-                                Ok(()) => on_text(cx, text, &mut tasks),
-                                Err(wait_ms) => rate_limited(cx, text, wait_ms),
-                            }
-                        } else if m.is_binary() {
-                            let err = outbound::simple_error(None, ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
-                            cx.conn.send(Bytes::from(err));
-                        } else if m.is_close() {
-                            break;
-                        }
-                    }
-                    Some(Err(e)) => {
+            },
+            Some(Some(())) = async { Some(tasks.as_mut()?.next().await) }, if busy > 0 => {}
+            read = ws.read(&mut inbox), if inbox.is_empty() && busy < max_in_flight => {
+                match read {
+                    Ok(true) => cx.conn.seen(),
+                    Ok(false) => return None,
+                    Err(ReadError::Violation(v)) => return Some((v.code, v.reason)),
+                    Err(ReadError::Io(e)) => {
                         tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
-                        // The library queued a close frame (1007, 1009 or 1002); send it.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                        if let tokio_websockets::Error::PayloadTooLong { .. } = e {
-                            // A fragmented message over the limit gets no close frame from the
-                            // library; send one (refused harmlessly when one was queued).
-                            close = Some((CloseCode::TooBig, "message too big"));
-                        }
-                        break;
+                        return None;
                     }
-                    None => break,
-                }
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > heartbeat * 2 {
-                    close = Some((CloseCode::GoingAway, "no pong within two heartbeat intervals"));
-                    break;
-                }
-                if ws.send(Message::ping(Bytes::new())).await.is_err() {
-                    break;
                 }
             }
         }
     }
-    close
 }
 
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    out: &mut mpsc::Receiver<Bytes>,
-    first: Bytes,
-) -> Result<(), tokio_websockets::Error>
+/// Writes what is queued. A peer that stops reading blocks this; its outbound queue then fills
+/// and the hub closes it as a slow consumer, which must end the write too. `Err` ends the
+/// session, with the close to send if any.
+async fn write<S>(cx: &ConnCtx, ws: &mut WsStream<S>) -> Result<(), Option<CloseRequest>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.feed(Message::text(first)).await?;
-    let mut n = 1;
-    for _ in 1..WRITE_BATCH {
-        match out.try_recv() {
-            Ok(f) => {
-                ws.feed(Message::text(f)).await?;
-                n += 1;
-            }
-            Err(_) => break,
-        }
+    tokio::select! {
+        r = ws.flush() => r.map_err(|_| None),
+        close = cx.conn.close_requested() => Err(Some(close)),
     }
-    metrics::counter!("jobcast_messages_sent_total").increment(n);
-    ws.flush().await
 }
 
 fn on_text(cx: &Arc<ConnCtx>, text: &str, tasks: &mut FuturesUnordered<Task>) {

@@ -2,7 +2,7 @@
 //! upgrade, the RFC 6455 handshake, and handing the upgraded stream to a session.
 
 use super::problem;
-use crate::{Gateway, auth, hub::Conn, rpc::ConnCtx, session};
+use crate::{Gateway, auth, hub::Conn, rpc::ConnCtx, session, ws::WsStream};
 use axum::{
     body::Body,
     extract::{Request, State},
@@ -11,8 +11,8 @@ use axum::{
 };
 use base64::Engine;
 use hyper_util::rt::TokioIo;
+use jobcast_protocol::CloseCode;
 use std::sync::Arc;
-use tokio_websockets::{Limits, ServerBuilder};
 
 /// Finds the token: `Authorization: Bearer`, then `Sec-WebSocket-Protocol: bearer.<jwt>`,
 /// then `?token=`.
@@ -156,7 +156,7 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return problem(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
-    let (conn, rx) = Conn::new(
+    let conn = Conn::new(
         gw.hub.next_conn_id(),
         claims.sub.as_str().into(),
         gw.config.outbound_queue,
@@ -172,10 +172,12 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
                 return;
             }
         };
-        let ws = ServerBuilder::new()
-            .limits(Limits::default().max_payload_len(Some(max)))
-            .serve(TokioIo::new(upgraded));
+        let ws = WsStream::new(TokioIo::new(upgraded), max);
         gw2.hub.add_conn(conn.clone());
+        if gw2.shutdown.is_cancelled() {
+            // Stopped while this one was upgrading, so the stop did not see it.
+            conn.close(CloseCode::ServiceRestart, crate::RESTARTING);
+        }
         let cx = Arc::new(ConnCtx {
             gw: gw2.clone(),
             conn: conn.clone(),
@@ -186,7 +188,7 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
             &jobcast_protocol::topics::user_topic(&cx.claims.sub),
             false,
         );
-        session::run(cx, ws, rx).await;
+        session::run(cx, ws).await;
         // The connection is gone: give its places back.
         drop(ticket);
     });

@@ -45,6 +45,10 @@ pub struct IdleArgs {
     /// Connections opened at once per process.
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
+    /// More server URLs (e.g. other gateways of one cluster): processes are spread over
+    /// `--url` and these in turn, so one run can hold more than one server's file limit.
+    #[arg(long, value_delimiter = ',')]
+    pub also: Vec<String>,
     /// Pids of the server's processes, to report their resident memory per connection.
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
@@ -135,6 +139,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<u8> {
     let summary = json!({
         "mode": "idle",
         "url": args.target.url,
+        "servers": 1 + args.also.len(),
         "connections": args.connections,
         "processes": args.processes,
         "holdS": args.hold.as_secs_f64(),
@@ -147,8 +152,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<u8> {
     });
     if !args.json {
         println!(
-            "bench idle on {}: {} connections over {} process(es), held {:?}",
-            args.target.url, args.connections, args.processes, args.hold
+            "bench idle on {} (+{} more): {} connections over {} process(es), held {:?}",
+            args.target.url,
+            args.also.len(),
+            args.connections,
+            args.processes,
+            args.hold
         );
         println!(
             "established {established}   failed {}   dropped {}   all open after {:.0} ms",
@@ -173,13 +182,20 @@ async fn child(args: IdleArgs, part: usize) -> anyhow::Result<u8> {
     let n =
         args.connections / args.processes + usize::from(part < args.connections % args.processes);
     let from = (!args.source.is_empty()).then(|| args.source[part % args.source.len()]);
+    let target = match part % (1 + args.also.len()) {
+        0 => args.target.clone(),
+        k => Target {
+            url: args.also[k - 1].clone(),
+            ..args.target.clone()
+        },
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
     let failed = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
     let started = std::time::Instant::now();
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..n {
-        let url = args.target.url_for(&format!("idle-{part}-{i}"))?;
+        let url = target.url_for(&format!("idle-{part}-{i}"))?;
         let sem = sem.clone();
         opening.spawn(async move {
             let _p = sem.acquire().await.ok()?;

@@ -1,0 +1,194 @@
+//! A server-side WebSocket over any upgraded stream (plain TCP or TLS), built so that an idle
+//! connection holds no buffers.
+//!
+//! Reads go into one buffer per thread, as uWebSockets does, not one per connection: a read
+//! decodes every whole frame in it at once, and only the start of a frame still arriving is
+//! copied into the connection's own `carry` (freed once the frame completes). Writes are
+//! encoded into a per-connection buffer that exists only until it is flushed. Both halves are
+//! cancel-safe: a read either takes bytes and decodes them in the same poll or takes nothing,
+//! and a flush remembers how much it wrote.
+//!
+//! Chosen over `tokio-websockets` on the server for memory: it keeps an 8 KiB read buffer per
+//! connection for the connection's life (docs/decisions.md, docs/benchmarks.md).
+
+pub mod codec;
+
+use codec::{Decoder, Incoming, Violation, op};
+use std::{cell::RefCell, collections::VecDeque, future::poll_fn, io, pin::Pin, task::Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Size of each thread's read buffer.
+const READ_BUF: usize = 64 * 1024;
+
+thread_local! {
+    static READ: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF].into_boxed_slice());
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client broke the protocol: close with this code.
+    Violation(Violation),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// One upgraded connection, server side.
+pub struct WsStream<S> {
+    io: S,
+    decoder: Decoder,
+    /// The start of a frame that has not fully arrived (empty, unallocated, between frames).
+    carry: Vec<u8>,
+    /// Encoded frames not yet written, and how much of them was written.
+    out: Vec<u8>,
+    written: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Wraps an upgraded stream; messages over `max_message` bytes close it with 1009.
+    pub fn new(io: S, max_message: usize) -> Self {
+        Self {
+            io,
+            decoder: Decoder::new(max_message),
+            carry: Vec::new(),
+            out: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Waits for bytes, then decodes every whole message they complete into `into`. Returns
+    /// `Ok(false)` at end of stream. Pongs and close replies are queued for the next
+    /// [`flush`](Self::flush); [`wants_flush`](Self::wants_flush) says so.
+    pub async fn read(&mut self, into: &mut VecDeque<Incoming>) -> Result<bool, ReadError> {
+        poll_fn(|cx| {
+            READ.with_borrow_mut(|buf| {
+                let mut rb = ReadBuf::new(buf);
+                match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
+                    Poll::Ready(Ok(())) => Poll::Ready(self.take(rb.filled(), into).map(|()| true)),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Decodes freshly read bytes, carrying an unfinished frame over to the next read.
+    fn take(&mut self, fresh: &[u8], into: &mut VecDeque<Incoming>) -> Result<(), ReadError> {
+        let replies = &mut self.out;
+        if self.carry.is_empty() {
+            let used = self
+                .decoder
+                .decode(fresh, into, replies)
+                .map_err(ReadError::Violation)?;
+            self.carry.extend_from_slice(&fresh[used..]);
+        } else {
+            self.carry.extend_from_slice(fresh);
+            let used = self
+                .decoder
+                .decode(&self.carry, into, replies)
+                .map_err(ReadError::Violation)?;
+            if used == self.carry.len() {
+                self.carry = Vec::new();
+            } else {
+                self.carry.drain(..used);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a text message.
+    pub fn feed_text(&mut self, text: &[u8]) {
+        codec::encode(op::TEXT, text, &mut self.out);
+    }
+
+    /// Queues a ping.
+    pub fn feed_ping(&mut self) {
+        codec::encode(op::PING, &[], &mut self.out);
+    }
+
+    /// Queues a close frame.
+    pub fn feed_close(&mut self, code: u16, reason: &str) {
+        codec::encode_close(code, reason, &mut self.out);
+    }
+
+    /// Whether frames are queued (for example a pong answering a ping just read).
+    pub fn wants_flush(&self) -> bool {
+        self.written < self.out.len()
+    }
+
+    /// Writes everything queued, then frees the buffer.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.out.len() {
+            let n = self.io.write(&self.out[self.written..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+        }
+        self.out = Vec::new();
+        self.written = 0;
+        self.io.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_text(text: &str) -> Vec<u8> {
+        let mask = [9, 8, 7, 6];
+        let mut p = text.as_bytes().to_vec();
+        codec::unmask(&mut p, mask);
+        let mut f = vec![0x81, 0x80 | 126];
+        f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        f.extend_from_slice(&mask);
+        f.extend_from_slice(&p);
+        f
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_and_many_per_read() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut ws = WsStream::new(server, 1 << 20);
+        let big = "y".repeat(1000);
+        let mut bytes = client_text(&big);
+        bytes.extend(client_text("a"));
+        bytes.extend(client_text("b"));
+        let writer = tokio::spawn(async move {
+            // Tiny writes: every frame arrives in pieces, and pieces hold several frames.
+            for chunk in bytes.chunks(7) {
+                client.write_all(chunk).await.unwrap();
+            }
+            client
+        });
+        let mut got = VecDeque::new();
+        while got.len() < 3 {
+            assert!(ws.read(&mut got).await.unwrap());
+        }
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            vec![
+                Incoming::Text(big),
+                Incoming::Text("a".into()),
+                Incoming::Text("b".into())
+            ]
+        );
+        assert!(ws.carry.is_empty() && ws.carry.capacity() == 0);
+        let mut client = writer.await.unwrap();
+        // Writing: queued frames go out in one flush and the buffer is freed.
+        ws.feed_text(b"hi");
+        ws.feed_ping();
+        assert!(ws.wants_flush());
+        ws.flush().await.unwrap();
+        assert_eq!(ws.out.capacity(), 0);
+        let mut back = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut back)
+            .await
+            .unwrap();
+        assert_eq!(back, [0x81, 2, b'h', b'i', 0x89, 0]);
+        drop(client);
+        assert!(!ws.read(&mut VecDeque::new()).await.unwrap());
+    }
+}
