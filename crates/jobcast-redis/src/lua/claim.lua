@@ -8,23 +8,34 @@
 local now = tonumber(ARGV[1])
 local n_methods = tonumber(ARGV[7])
 local out = {}
-for n = 1, tonumber(ARGV[3]) do
-  local best, best_score = nil, nil
-  for i = 2, n_methods + 1 do
-    local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-      best = i
-      best_score = tonumber(head[2])
+-- Pick the jobs: with one method, its best ones in one pop; with several, the best head each
+-- time.
+local ids = {}
+if n_methods == 1 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], ARGV[3])
+  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+else
+  for _ = 1, tonumber(ARGV[3]) do
+    local best, best_score = nil, nil
+    for i = 2, n_methods + 1 do
+      local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+      if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+        best = i
+        best_score = tonumber(head[2])
+      end
     end
+    if not best then break end
+    ids[#ids + 1] = redis.call('ZPOPMIN', KEYS[best])[1]
   end
-  if not best then break end
-  local id = redis.call('ZPOPMIN', KEYS[best])[1]
+end
+local deadline = string.format('%.0f', now + tonumber(ARGV[2]))
+for n, id in ipairs(ids) do
   local jk = ARGV[6] .. id
-  local attempt = redis.call('HINCRBY', jk, 'a', 1)
+  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra', 'a')
+  local attempt = (tonumber(f[6]) or 0) + 1
   local tok = ARGV[5] .. n
-  redis.call('HSET', jk, 's', 'active', 'sa', ARGV[1], 'w', ARGV[4], 'tok', tok)
-  redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), id)
-  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra')
+  redis.call('HSET', jk, 's', 'active', 'sa', ARGV[1], 'w', ARGV[4], 'tok', tok, 'a', attempt)
+  redis.call('ZADD', KEYS[1], deadline, id)
   out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
 end
 for i = 2, n_methods + 1 do

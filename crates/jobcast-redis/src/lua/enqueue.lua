@@ -9,12 +9,13 @@
 -- Returns {duplicate 0|1, state, owner}, or the error FULL (queue) or OWNER_FULL (owner).
 -- Job hash fields: m method, p params, o owner, r request id, pr priority, tmo timeout, max
 -- attempts, bkt/bkd/bkj backoff, s state, pg progress, a attempt, st stalls, c created,
--- sa started, f finished, ra run at, seq, res result, err error JSON, w worker, tok lease token.
+-- sa started, f finished, ra run at, seq, res result, err error JSON, w worker, tok lease token
+-- ('' once released), g submitting gateway, gx 1 when the listeners set has other gateways.
 local state = redis.call('HGET', KEYS[1], 's')
 if state then
   local owner = redis.call('HGET', KEYS[1], 'o')
   if owner == ARGV[4] then
-    redis.call('SADD', KEYS[2], ARGV[14])
+    add_listener(KEYS[1], KEYS[2], ARGV[14])
   end
   return {1, state, owner}
 end
@@ -32,12 +33,12 @@ state = 'queued'
 if delay > 0 then state = 'delayed' end
 redis.call('HSET', KEYS[1], 'm', ARGV[2], 'p', ARGV[3], 'o', ARGV[4], 'r', ARGV[5], 'pr', ARGV[6],
   'tmo', ARGV[8], 'max', ARGV[9], 'bkt', ARGV[10], 'bkd', ARGV[11], 'bkj', ARGV[12], 's', state,
-  'a', 0, 'st', 0, 'c', ARGV[13], 'ra', string.format('%.0f', now + delay), 'seq', seq)
+  'a', 0, 'st', 0, 'c', ARGV[13], 'ra', string.format('%.0f', now + delay), 'seq', seq,
+  'g', ARGV[14])
 if delay > 0 then
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + delay), ARGV[1])
 else
   push_ready(KEYS[3], KEYS[7], ARGV[1], ARGV[6], seq)
 end
 count_open(KEYS[6], KEYS[8], ARGV[4], 1)
-redis.call('SADD', KEYS[2], ARGV[14])
 return {0, state, ARGV[4]}

@@ -3,5 +3,5 @@
 -- ARGV: 1 gateway id
 -- Returns 1, or 0 for an unknown job.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SADD', KEYS[2], ARGV[1])
+add_listener(KEYS[1], KEYS[2], ARGV[1])
 return 1

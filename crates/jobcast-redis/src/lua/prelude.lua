@@ -1,5 +1,5 @@
--- prelude: helpers shared by the scripts that open, requeue and end jobs. It is prepended to
--- each of them (scripts.rs), so every script sees the same definitions.
+-- prelude: helpers shared by the scripts that open, requeue, end and publish jobs. It is
+-- prepended to each of them (scripts.rs), so every script sees the same definitions.
 
 -- Puts job `id` in its method's ready set behind every job of its priority, and wakes a worker
 -- blocked on the method's marker list. The marker holds at most one element: a wake-up already
@@ -28,12 +28,32 @@ local function count_open(open_key, owners_key, owner, delta)
   end
 end
 
--- Publishes a job's final event (`field` is ok or err, `json` its value) to the inbox of every
--- gateway listening to it.
-local function publish_final(listeners_key, inbox_prefix, id, field, json)
-  local msg = '{"t":"f","id":"' .. id .. '","' .. field .. '":' .. json .. '}'
-  for _, gw in ipairs(redis.call('SMEMBERS', listeners_key)) do
-    redis.call('PUBLISH', inbox_prefix .. gw, msg)
+-- Listeners: the gateway that submitted a job is kept in the job hash (field g); any other
+-- gateway that attaches goes in the job's listeners set, and field gx says the set has
+-- members, so the usual job (one gateway) costs no set at all.
+
+-- Adds gateway `gw` to the listeners of job hash `jk`.
+local function add_listener(jk, listeners_key, gw)
+  local f = redis.call('HMGET', jk, 'g', 'gx')
+  if f[1] == gw then return end
+  redis.call('SADD', listeners_key, gw)
+  if not f[2] then redis.call('HSET', jk, 'gx', 1) end
+end
+
+-- Publishes `msg` to the inbox of every gateway listening to a job: `g` and `gx` are the job
+-- hash's fields (a job without g, from before g existed, has every listener in the set).
+local function publish_event(g, gx, listeners_key, inbox_prefix, msg)
+  if g then redis.call('PUBLISH', inbox_prefix .. g, msg) end
+  if gx or not g then
+    for _, other in ipairs(redis.call('SMEMBERS', listeners_key)) do
+      if other ~= g then redis.call('PUBLISH', inbox_prefix .. other, msg) end
+    end
   end
+end
+
+-- Publishes a job's final event (`field` is ok or err, `json` its value) to its listeners.
+local function publish_final(g, gx, listeners_key, inbox_prefix, id, field, json)
+  publish_event(g, gx, listeners_key, inbox_prefix,
+    '{"t":"f","id":"' .. id .. '","' .. field .. '":' .. json .. '}')
 end
 
