@@ -15,8 +15,10 @@
 # `scale` is jobcast only (the reference has no counterpart in the targets): SCALE_N
 # connections (250,000) over SCALE_GATEWAYS gateway processes (14: each holds under its
 # 20,000-file limit) on one Redis, held SCALE_HOLD (60 s) with heartbeats on, from as many
-# client processes and loopback source addresses; it reports drops and the gateways' total
-# resident memory. It runs once, after the rounds.
+# client processes, each from its own loopback address and choosing its own ports: left to
+# the kernel, the search for a free ephemeral port took both cores from about 200,000
+# connections on and the run collapsed. It reports drops and the gateways' total resident
+# memory. It runs once, after the rounds.
 #
 # Needs: cargo, redis-server (apt-get install -y redis-server), node/npm (for the reference's
 # npm install, which also brings Bun), python3, curl.

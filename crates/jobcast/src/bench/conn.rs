@@ -14,11 +14,12 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Ws> {
     connect_from(url, None, wait).await
 }
 
-/// [`connect`] from a given local address (several loopback addresses give more than one
-/// address's ~28k ephemeral ports).
+/// [`connect`] from a given local address. With a port of 0 the kernel picks one; an explicit
+/// port spares the kernel's search for a free one, which at a few hundred thousand connections
+/// on one machine takes all its time (`__inet_check_established`, docs/benchmarks.md).
 pub async fn connect_from(
     url: &str,
-    from: Option<std::net::IpAddr>,
+    from: Option<std::net::SocketAddr>,
     wait: Duration,
 ) -> anyhow::Result<Ws> {
     let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
@@ -42,8 +43,10 @@ pub async fn connect_from(
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
-        if let Some(ip) = from {
-            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        if let Some(local) = from {
+            // A port of a connection closed by an earlier run may still be in TIME_WAIT.
+            socket.set_reuseaddr(true)?;
+            socket.bind(local)?;
         }
         let tcp = socket.connect(addr).await?;
         // Each request is a small frame that must leave at once.

@@ -36,7 +36,8 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 1)]
     pub processes: usize,
     /// Local addresses to connect from, one per process in turn (e.g.
-    /// 127.0.0.2,127.0.0.3); one address gives about 28,000 ports.
+    /// 127.0.0.2,127.0.0.3). Each process then picks its own ports (from 10000 up, split
+    /// between the processes sharing an address) rather than asking the kernel for one.
     #[arg(long, value_delimiter = ',')]
     pub source: Vec<IpAddr>,
     /// How long to hold every connection once all are open.
@@ -177,11 +178,49 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<u8> {
     Ok(if bad > 0 || established == 0 { 1 } else { 0 })
 }
 
+/// The local ports one child connects from: its source address, and its share of the ports
+/// from 10000 up among the children using the same address.
+struct LocalPorts {
+    ip: IpAddr,
+    next: AtomicU64,
+    end: u64,
+}
+
+impl LocalPorts {
+    fn for_part(args: &IdleArgs, part: usize) -> Option<Arc<Self>> {
+        if args.source.is_empty() {
+            return None;
+        }
+        let sources = args.source.len();
+        let sharing = args.processes.div_ceil(sources).max(1) as u64;
+        let span = (65_535 - 10_000) / sharing;
+        let start = 10_000 + (part / sources) as u64 * span;
+        Some(Arc::new(Self {
+            ip: args.source[part % sources],
+            next: AtomicU64::new(start),
+            end: start + span,
+        }))
+    }
+
+    /// The next address, or `None` once the share is used up (the kernel then picks).
+    fn next(&self) -> Option<std::net::SocketAddr> {
+        let port = self.next.fetch_add(1, Ordering::Relaxed);
+        (port < self.end).then(|| std::net::SocketAddr::new(self.ip, port as u16))
+    }
+}
+
+fn is_addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
 /// One child: opens its share, holds it, reports.
 async fn child(args: IdleArgs, part: usize) -> anyhow::Result<u8> {
     let n =
         args.connections / args.processes + usize::from(part < args.connections % args.processes);
-    let from = (!args.source.is_empty()).then(|| args.source[part % args.source.len()]);
+    let ports = LocalPorts::for_part(&args, part);
     let target = match part % (1 + args.also.len()) {
         0 => args.target.clone(),
         k => Target {
@@ -197,13 +236,20 @@ async fn child(args: IdleArgs, part: usize) -> anyhow::Result<u8> {
     for i in 0..n {
         let url = target.url_for(&format!("idle-{part}-{i}"))?;
         let sem = sem.clone();
+        let ports = ports.clone();
         opening.spawn(async move {
             let _p = sem.acquire().await.ok()?;
-            match conn::connect_from(&url, from, Duration::from_secs(60)).await {
-                Ok(ws) => Some(ws),
-                Err(e) => {
-                    tracing::warn!(error = %e, "connect failed");
-                    None
+            let mut tries = 0;
+            loop {
+                let from = ports.as_ref().and_then(|p| p.next());
+                match conn::connect_from(&url, from, Duration::from_secs(60)).await {
+                    Ok(ws) => return Some(ws),
+                    // A port taken by something else: take the next one.
+                    Err(e) if from.is_some() && tries < 10 && is_addr_in_use(&e) => tries += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "connect failed");
+                        return None;
+                    }
                 }
             }
         });
