@@ -53,8 +53,6 @@ pub struct Hub {
     jobs: DashMap<String, Vec<Attachment>>,
     topics: DashMap<String, Vec<Subscriber>>,
     next_id: AtomicU64,
-    /// Frames dropped because a receiver's queue was full.
-    pub dropped: AtomicU64,
 }
 
 /// The final response to a job, for a receiver that used `request_id` (the job id stands in

@@ -1,6 +1,6 @@
-//! One WebSocket connection's life: the welcome, reading frames and serving requests
-//! concurrently (bounded per connection), writing the outbound queue, heartbeats and the
-//! dead-peer close, and closing with the right code.
+//! One WebSocket connection's life: the welcome, reading messages and serving requests
+//! concurrently (bounded per connection), writing what the connection's outbox holds (frames,
+//! the heartbeat's pings), and closing with the right code.
 
 use crate::{
     conn::CloseRequest,

@@ -70,8 +70,6 @@ struct Plan {
     measure_from: Instant,
     stop: Instant,
     give_up: Instant,
-    /// Open loop: this connection's first send and the time between its sends.
-    schedule: Option<(Instant, Duration)>,
     inflight: usize,
 }
 
@@ -183,24 +181,26 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
     let stop = measure_from + args.duration;
     let give_up = stop + args.drain;
     let mut running = tokio::task::JoinSet::new();
-    for (i, ws) in conns {
-        let schedule = args.rate.map(|rate| {
-            let period = Duration::from_secs_f64(args.connections as f64 / rate);
-            (
-                start + period.mul_f64(i as f64 / args.connections as f64),
-                period,
-            )
-        });
+    let mut ticks = Vec::new();
+    for (_, ws) in conns {
         let plan = Plan {
             start,
             measure_from,
             stop,
             give_up,
-            schedule,
             inflight: args.inflight,
         };
+        // Open loop: the pacer says when to send (and for which scheduled time).
+        let due = args.rate.map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            ticks.push(tx);
+            rx
+        });
         let prefix = format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{params},"id":"#);
-        running.spawn(drive(ws, plan, prefix));
+        running.spawn(drive(ws, plan, prefix, due));
+    }
+    if let Some(rate) = args.rate {
+        pace(rate, start, stop, ticks);
     }
     let mut total = Tally::new();
     while let Some(t) = running.join_next().await {
@@ -269,16 +269,49 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Drives one connection through the plan.
-async fn drive(mut ws: conn::Ws, plan: Plan, prefix: String) -> Tally {
+/// The open loop's clock: one OS thread that sleeps until each scheduled send (`rate` per
+/// second in all, from `start` to `stop`) and hands its time to the connections in turn.
+/// Tokio's timers fire on a 1 ms wheel, so a send scheduled with them goes out up to a
+/// millisecond late, and that lateness (the client's, not the server's) would be counted in
+/// every latency; `thread::sleep` wakes within tens of microseconds.
+fn pace(
+    rate: f64,
+    start: Instant,
+    stop: Instant,
+    ticks: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
+) {
+    let period = Duration::from_secs_f64(1.0 / rate);
+    std::thread::spawn(move || {
+        let mut at = start;
+        let mut k = 0usize;
+        while at < stop && !ticks.is_empty() {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            // A connection that ended has dropped its receiver; the others go on.
+            let _ = ticks[k % ticks.len()].send(at);
+            k += 1;
+            at += period;
+        }
+    });
+}
+
+/// Drives one connection through the plan; in open loop, `due` brings its scheduled sends.
+async fn drive(
+    mut ws: conn::Ws,
+    plan: Plan,
+    prefix: String,
+    mut due: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
+) -> Tally {
     let mut t = Tally::new();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut next_id: u64 = 0;
-    let mut next_at = plan.schedule.map(|(first, _)| first);
+    let open = due.is_some();
     sleep_until(plan.start).await;
 
     let send = |id: u64| Message::text(format!("{prefix}{id}}}"));
-    if plan.schedule.is_none() {
+    if !open {
         for _ in 0..plan.inflight {
             next_id += 1;
             pending.insert(
@@ -300,7 +333,6 @@ async fn drive(mut ws: conn::Ws, plan: Plan, prefix: String) -> Tally {
         if now >= plan.stop && pending.is_empty() {
             break;
         }
-        let due = next_at.filter(|at| *at < plan.stop);
         tokio::select! {
             biased;
             m = ws.next() => {
@@ -338,7 +370,7 @@ async fn drive(mut ws: conn::Ws, plan: Plan, prefix: String) -> Tally {
                             None if now >= plan.measure_from && now < plan.stop => t.completed += 1,
                             None => {}
                         }
-                        if plan.schedule.is_none() && now < plan.stop {
+                        if !open && now < plan.stop {
                             next_id += 1;
                             pending.insert(next_id, Pending { at: now, acked: false });
                             if ws.send(send(next_id)).await.is_err() {
@@ -350,12 +382,12 @@ async fn drive(mut ws: conn::Ws, plan: Plan, prefix: String) -> Tally {
                     }
                 }
             }
-            _ = sleep_until(due.unwrap_or(plan.give_up)), if due.is_some() => {
-                let (at, period) = match (due, plan.schedule) {
-                    (Some(at), Some((_, period))) => (at, period),
-                    _ => continue,
+            at = async { due.as_mut()?.recv().await }, if due.is_some() => {
+                let Some(at) = at else {
+                    // The schedule is over.
+                    due = None;
+                    continue;
                 };
-                next_at = Some(at + period);
                 next_id += 1;
                 pending.insert(next_id, Pending { at, acked: false });
                 if ws.send(send(next_id)).await.is_err() {

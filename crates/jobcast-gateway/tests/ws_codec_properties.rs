@@ -1,0 +1,79 @@
+//! Property tests of the server's WebSocket frame decoder (the same properties as the
+//! `ws_codec` fuzz target): whatever a client sends never panics, and bytes split anywhere
+//! decode exactly as they do at once; well-formed masked frames, fragmented anywhere, come back
+//! as the messages that were sent.
+
+use jobcast_gateway::ws::codec::{Decoder, Incoming, unmask};
+use proptest::prelude::*;
+use std::collections::VecDeque;
+
+const MAX: usize = 4096;
+
+fn run(chunks: &[&[u8]]) -> (Vec<Incoming>, Vec<u8>, Option<u16>) {
+    let mut d = Decoder::new(MAX);
+    let (mut into, mut replies, mut carry) = (VecDeque::new(), Vec::new(), Vec::new());
+    for chunk in chunks {
+        carry.extend_from_slice(chunk);
+        match d.decode(&carry, &mut into, &mut replies) {
+            Ok(used) => {
+                assert!(used <= carry.len());
+                carry.drain(..used);
+            }
+            Err(v) => return (into.into(), replies, Some(v.code.code())),
+        }
+    }
+    (into.into(), replies, None)
+}
+
+/// A masked client frame.
+fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    let mut p = payload.to_vec();
+    unmask(&mut p, mask);
+    out.extend_from_slice(&p);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_bytes_split_anywhere_decode_the_same(bytes in proptest::collection::vec(any::<u8>(), 0..600), at in any::<prop::sample::Index>()) {
+        let at = at.index(bytes.len() + 1);
+        prop_assert_eq!(run(&[&bytes]), run(&[&bytes[..at], &bytes[at..]]));
+    }
+
+    #[test]
+    fn fragmented_messages_come_back_whole(
+        texts in proptest::collection::vec("\\PC{0,300}", 1..5),
+        pieces in 1usize..4,
+        mask in any::<[u8; 4]>(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = Vec::new();
+        for t in &texts {
+            let b = t.as_bytes();
+            let size = b.len().div_ceil(pieces).max(1);
+            let parts: Vec<&[u8]> = if b.is_empty() { vec![b] } else { b.chunks(size).collect() };
+            for (i, p) in parts.iter().enumerate() {
+                let fin = if i + 1 == parts.len() { 0x80 } else { 0 };
+                let op = if i == 0 { 0x1 } else { 0x0 };
+                bytes.extend(frame(fin | op, p, mask));
+            }
+        }
+        let at = at.index(bytes.len() + 1);
+        let (got, replies, closed) = run(&[&bytes[..at], &bytes[at..]]);
+        prop_assert_eq!(closed, None);
+        prop_assert!(replies.is_empty());
+        let want: Vec<Incoming> = texts.into_iter().map(Incoming::Text).collect();
+        prop_assert_eq!(got, want);
+    }
+}
