@@ -4,37 +4,18 @@
 //! once or split in two at any point, carrying the unfinished frame over as the server does.
 #![no_main]
 
-use jobcast_gateway::ws::codec::{Decoder, Incoming};
+use jobcast_gateway::ws::codec::{Incoming, decode_chunks};
 use libfuzzer_sys::fuzz_target;
-use std::collections::VecDeque;
 
 const MAX: usize = 4096;
-
-/// Decodes `chunks` one after another the way `WsStream` does; returns the messages, the
-/// replies and the close code it stopped with, if any.
-fn run(chunks: &[&[u8]]) -> (Vec<Incoming>, Vec<u8>, Option<u16>) {
-    let mut d = Decoder::new(MAX);
-    let (mut into, mut replies, mut carry) = (VecDeque::new(), Vec::new(), Vec::new());
-    for chunk in chunks {
-        carry.extend_from_slice(chunk);
-        match d.decode(&carry, &mut into, &mut replies) {
-            Ok(used) => {
-                assert!(used <= carry.len());
-                carry.drain(..used);
-            }
-            Err(v) => return (into.into(), replies, Some(v.code.code())),
-        }
-    }
-    (into.into(), replies, None)
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, bytes)) = data.split_first() else {
         return;
     };
     let at = usize::from(cut) * bytes.len() / 256;
-    let whole = run(&[bytes]);
-    let split = run(&[&bytes[..at], &bytes[at..]]);
+    let whole = decode_chunks(MAX, &[bytes]);
+    let split = decode_chunks(MAX, &[&bytes[..at], &bytes[at..]]);
     assert_eq!(whole, split);
     for m in &whole.0 {
         if let Incoming::Text(t) = m {

@@ -3,27 +3,10 @@
 //! decode exactly as they do at once; well-formed masked frames, fragmented anywhere, come back
 //! as the messages that were sent.
 
-use jobcast_gateway::ws::codec::{Decoder, Incoming, unmask};
+use jobcast_gateway::ws::codec::{Incoming, decode_chunks, unmask};
 use proptest::prelude::*;
-use std::collections::VecDeque;
 
 const MAX: usize = 4096;
-
-fn run(chunks: &[&[u8]]) -> (Vec<Incoming>, Vec<u8>, Option<u16>) {
-    let mut d = Decoder::new(MAX);
-    let (mut into, mut replies, mut carry) = (VecDeque::new(), Vec::new(), Vec::new());
-    for chunk in chunks {
-        carry.extend_from_slice(chunk);
-        match d.decode(&carry, &mut into, &mut replies) {
-            Ok(used) => {
-                assert!(used <= carry.len());
-                carry.drain(..used);
-            }
-            Err(v) => return (into.into(), replies, Some(v.code.code())),
-        }
-    }
-    (into.into(), replies, None)
-}
 
 /// A masked client frame.
 fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
@@ -48,7 +31,7 @@ proptest! {
     #[test]
     fn any_bytes_split_anywhere_decode_the_same(bytes in proptest::collection::vec(any::<u8>(), 0..600), at in any::<prop::sample::Index>()) {
         let at = at.index(bytes.len() + 1);
-        prop_assert_eq!(run(&[&bytes]), run(&[&bytes[..at], &bytes[at..]]));
+        prop_assert_eq!(decode_chunks(MAX, &[&bytes]), decode_chunks(MAX, &[&bytes[..at], &bytes[at..]]));
     }
 
     #[test]
@@ -70,7 +53,7 @@ proptest! {
             }
         }
         let at = at.index(bytes.len() + 1);
-        let (got, replies, closed) = run(&[&bytes[..at], &bytes[at..]]);
+        let (got, replies, closed) = decode_chunks(MAX, &[&bytes[..at], &bytes[at..]]);
         prop_assert_eq!(closed, None);
         prop_assert!(replies.is_empty());
         let want: Vec<Incoming> = texts.into_iter().map(Incoming::Text).collect();

@@ -291,6 +291,29 @@ impl Decoder {
     }
 }
 
+/// What [`decode_chunks`] saw: the messages, the reply frames, and the close code it stopped
+/// with, if any.
+pub type Decoded = (Vec<Incoming>, Vec<u8>, Option<u16>);
+
+/// Decodes `chunks` as if each arrived in its own read, carrying an unfinished frame over to
+/// the next as the server does: for property tests and fuzzing, which check that any split
+/// decodes the same as the whole.
+pub fn decode_chunks(max: usize, chunks: &[&[u8]]) -> Decoded {
+    let mut d = Decoder::new(max);
+    let (mut into, mut replies, mut carry) = (VecDeque::new(), Vec::new(), Vec::new());
+    for chunk in chunks {
+        carry.extend_from_slice(chunk);
+        match d.decode(&carry, &mut into, &mut replies) {
+            Ok(used) => {
+                assert!(used <= carry.len(), "used more bytes than given");
+                carry.drain(..used);
+            }
+            Err(v) => return (into.into(), replies, Some(v.code.code())),
+        }
+    }
+    (into.into(), replies, None)
+}
+
 fn message(opcode: u8, payload: Vec<u8>) -> Result<Incoming, Violation> {
     if opcode == op::BINARY {
         return Ok(Incoming::Binary);
