@@ -1,7 +1,7 @@
 //! The one error type of backend operations.
 
 /// What a backend operation can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The backend cannot be reached or is shutting down; callers answer -32005.
     #[error("backend unavailable: {0}")]

@@ -29,7 +29,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How a job that lost its lease this many times is failed.
@@ -113,6 +113,8 @@ struct Inner {
     pubsub: mpsc::UnboundedSender<pubsub::Command>,
     /// Fire-and-forget writes (topic PUBLISHes, presence), sent in order by one task.
     writes: mpsc::UnboundedSender<redis::Cmd>,
+    /// Completions of this process's workers, sent in batches by one task ([`completer`]).
+    completions: mpsc::UnboundedSender<Completion>,
     /// The connection workers block on (BLPOP holds a connection while it waits).
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     ready: AtomicBool,
@@ -139,8 +141,10 @@ impl RedisBackend {
         let (tx, rx) = mpsc::unbounded_channel();
         let (writes, writes_rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(conn.clone(), writes_rx));
+        let (completions, completions_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             writes,
+            completions,
             client: client.clone(),
             conn,
             keys: Keys::new(&config.queue),
@@ -163,6 +167,7 @@ impl RedisBackend {
             inner.stop.clone(),
         ));
         tokio::spawn(health(Arc::downgrade(&inner), inner.stop.clone()));
+        tokio::spawn(completer(Arc::downgrade(&inner), completions_rx));
         // Load every script now, so the first calls under load do not all meet NOSCRIPT and
         // retry (they still would after a Redis restart; the client then loads them again).
         let mut conn = inner.conn.clone();
@@ -348,6 +353,62 @@ impl Inner {
 
 /// Sends fire-and-forget writes in the order they were handed over, pipelining whatever
 /// queued up meanwhile into one round trip. Ends when the backend is dropped.
+/// A job's result waiting to be recorded, and who waits for the outcome (1, or 0 when the lease
+/// was not held).
+struct Completion {
+    job_id: String,
+    token: String,
+    result: Box<RawValue>,
+    done: oneshot::Sender<Result<i64>>,
+}
+
+/// Records completions, as many per script call as have queued up while the previous call
+/// ran (group commit): one job alone goes at once, and under load each call carries a burst,
+/// so Redis updates its counters and sets once per call rather than once per job.
+async fn completer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    const MAX_BATCH: usize = 64;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let backend = RedisBackend { inner };
+        let k = backend.keys();
+        let mut inv = backend.inner.scripts.complete.key(k.active());
+        inv.key(k.ended())
+            .key(k.open())
+            .key(k.ends())
+            .key(k.owners())
+            .arg(now_ms())
+            .arg(k.inbox_prefix())
+            .arg(k.job_prefix())
+            .arg(k.listeners_prefix());
+        for c in &batch {
+            inv.arg(&c.job_id).arg(&c.token).arg(c.result.get());
+        }
+        let r: Result<Vec<i64>> = backend.call(inv.invoke_async(&mut backend.conn())).await;
+        match r {
+            Ok(held) => {
+                for (c, h) in batch
+                    .into_iter()
+                    .zip(held.into_iter().chain(std::iter::repeat(0)))
+                {
+                    let _ = c.done.send(Ok(h));
+                }
+            }
+            Err(e) => {
+                for c in batch {
+                    let _ = c.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 async fn writer(mut conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<redis::Cmd>) {
     const MAX_BATCH: usize = 256;
     while let Some(first) = rx.recv().await {
@@ -657,27 +718,19 @@ impl JobQueue for RedisBackend {
     }
 
     async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
-        let k = self.keys();
-        let r: Result<i64> = self
-            .call(
-                self.inner
-                    .scripts
-                    .complete
-                    .key(k.job(&lease.job_id))
-                    .key(k.listeners(&lease.job_id))
-                    .key(k.active())
-                    .key(k.ended())
-                    .key(k.open())
-                    .key(k.ends())
-                    .key(k.owners())
-                    .arg(&lease.token)
-                    .arg(result.get())
-                    .arg(now_ms())
-                    .arg(&lease.job_id)
-                    .arg(k.inbox_prefix())
-                    .invoke_async(&mut self.conn()),
-            )
-            .await;
+        let (done, outcome) = oneshot::channel();
+        let sent = self.inner.completions.send(Completion {
+            job_id: lease.job_id.clone(),
+            token: lease.token.clone(),
+            result,
+            done,
+        });
+        let r = match sent {
+            Ok(()) => outcome
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("backend shut down".into()))),
+            Err(_) => Err(Error::Unavailable("backend shut down".into())),
+        };
         self.released(lease, r)
     }
 

@@ -1,14 +1,32 @@
--- complete: end a running job with its result and publish the final response.
--- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
--- KEYS[6] end counts {q}:ends   KEYS[7] open jobs per owner {q}:owners
--- ARGV: 1 token, 2 result JSON, 3 now ms, 4 job id, 5 inbox channel prefix
--- Returns 1, or 0 when the lease is not held.
-local f = redis.call('HMGET', KEYS[1], 'tok', 'o', 'g', 'gx')
-if f[1] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'completed', 'res', ARGV[2], 'f', ARGV[3], 'tok', '')
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
-count_open(KEYS[5], KEYS[7], f[2], -1)
-redis.call('HINCRBY', KEYS[6], 'completed', 1)
-publish_final(f[3], f[4], KEYS[2], ARGV[5], ARGV[4], 'ok', ARGV[2])
-return 1
+-- complete: end running jobs with their results, and publish each final response. One call
+-- takes a worker's whole burst of completions, so the counters, the active and ended sets are
+-- updated once per call, not once per job.
+-- KEYS[1] active   KEYS[2] ended   KEYS[3] open   KEYS[4] end counts   KEYS[5] open per owner
+-- ARGV: 1 now ms, 2 inbox channel prefix {q}:inbox:, 3 job key prefix {q}:j:,
+--       4 listeners key prefix {q}:l:, then triples (job id, token, result JSON)
+-- Returns one 1 or 0 per job, in order: 0 when its lease is not held.
+local now = ARGV[1]
+local out, done, ended = {}, {}, {}
+for i = 5, #ARGV, 3 do
+  local id, res = ARGV[i], ARGV[i + 2]
+  local jk = ARGV[3] .. id
+  local f = redis.call('HMGET', jk, 'tok', 'o', 'g', 'gx')
+  if f[1] == ARGV[i + 1] then
+    redis.call('HSET', jk, 's', 'completed', 'res', res, 'f', now, 'tok', '')
+    count_owner(KEYS[5], f[2], -1)
+    publish_final(f[3], f[4], ARGV[4] .. id, ARGV[2], id, 'ok', res)
+    done[#done + 1] = id
+    ended[#ended + 1] = now
+    ended[#ended + 1] = id
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #done > 0 then
+  redis.call('ZREM', KEYS[1], unpack(done))
+  redis.call('ZADD', KEYS[2], unpack(ended))
+  redis.call('INCRBY', KEYS[3], -#done)
+  redis.call('HINCRBY', KEYS[4], 'completed', #done)
+end
+return out

@@ -17,15 +17,20 @@ local function make_ready(ready_key, marker_key, jk, id, priority, seq)
   push_ready(ready_key, marker_key, id, priority, seq)
 end
 
--- Counts a job opening (+1) or ending (-1): the open-jobs counter, and the owner's entry in
--- the open-jobs-per-owner hash (removed at zero, so the hash holds only owners with open jobs).
-local function count_open(open_key, owners_key, owner, delta)
-  redis.call('INCRBY', open_key, delta)
+-- Counts a job of `owner` opening (+1) or ending (-1) in the open-jobs-per-owner hash (the
+-- entry is removed at zero, so the hash holds only owners with open jobs).
+local function count_owner(owners_key, owner, delta)
   if owner and owner ~= '' then
     if redis.call('HINCRBY', owners_key, owner, delta) <= 0 then
       redis.call('HDEL', owners_key, owner)
     end
   end
+end
+
+-- Counts a job opening (+1) or ending (-1): the open-jobs counter and its owner's entry.
+local function count_open(open_key, owners_key, owner, delta)
+  redis.call('INCRBY', open_key, delta)
+  count_owner(owners_key, owner, delta)
 end
 
 -- Listeners: the gateway that submitted a job is kept in the job hash (field g); any other
