@@ -115,6 +115,8 @@ struct Inner {
     writes: mpsc::UnboundedSender<redis::Cmd>,
     /// Completions of this process's workers, sent in batches by one task ([`completer`]).
     completions: mpsc::UnboundedSender<Completion>,
+    /// Submissions of this process's gateways, sent in batches by one task ([`submitter`]).
+    submissions: mpsc::UnboundedSender<Submission>,
     /// The connection workers block on (BLPOP holds a connection while it waits).
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     ready: AtomicBool,
@@ -142,9 +144,11 @@ impl RedisBackend {
         let (writes, writes_rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(conn.clone(), writes_rx));
         let (completions, completions_rx) = mpsc::unbounded_channel();
+        let (submissions, submissions_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             writes,
             completions,
+            submissions,
             client: client.clone(),
             conn,
             keys: Keys::new(&config.queue),
@@ -168,6 +172,7 @@ impl RedisBackend {
         ));
         tokio::spawn(health(Arc::downgrade(&inner), inner.stop.clone()));
         tokio::spawn(completer(Arc::downgrade(&inner), completions_rx));
+        tokio::spawn(submitter(Arc::downgrade(&inner), submissions_rx));
         // Load every script now, so the first calls under load do not all meet NOSCRIPT and
         // retry (they still would after a Redis restart; the client then loads them again).
         let mut conn = inner.conn.clone();
@@ -353,6 +358,109 @@ impl Inner {
 
 /// Sends fire-and-forget writes in the order they were handed over, pipelining whatever
 /// queued up meanwhile into one round trip. Ends when the backend is dropped.
+/// A job waiting to be submitted, for the gateway `listener`, and who waits for the outcome.
+struct Submission {
+    job: NewJob,
+    listener: String,
+    done: oneshot::Sender<Result<Enqueued>>,
+}
+
+/// Takes what has queued on `rx` (at least one item, at most `max`), waiting only for the first.
+async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Submits jobs, as many per script call as have queued up while the previous call ran (group
+/// commit, as [`completer`] does): the sequence and the open-jobs counter are then read and
+/// written once per call.
+async fn submitter(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Submission>) {
+    const MAX_BATCH: usize = 64;
+    while let Some(mut batch) = next_batch(&mut rx, MAX_BATCH).await {
+        let Some(inner) = inner.upgrade() else { return };
+        let backend = RedisBackend { inner };
+        // One call per gateway (a process usually has one).
+        while !batch.is_empty() {
+            let listener = batch[0].listener.clone();
+            let (these, rest): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|s| s.listener == listener);
+            batch = rest;
+            backend.submit(&listener, these).await;
+        }
+    }
+}
+
+impl RedisBackend {
+    /// One `enqueue` call for `batch`, all for gateway `listener`; answers each submission.
+    async fn submit(&self, listener: &str, batch: Vec<Submission>) {
+        let k = self.keys();
+        let mut inv = self.inner.scripts.enqueue.key(k.delayed());
+        inv.key(k.seq())
+            .key(k.open())
+            .key(k.owners())
+            .arg(now_ms())
+            .arg(listener)
+            .arg(self.inner.config.max_open_jobs)
+            .arg(k.job_prefix())
+            .arg(k.listeners_prefix())
+            .arg(k.ready_prefix())
+            .arg(k.mark_prefix());
+        for s in &batch {
+            let (job, o) = (&s.job, &s.job.options);
+            let kind = match o.backoff.kind {
+                jobcast_protocol::BackoffKind::Fixed => "fixed",
+                jobcast_protocol::BackoffKind::Exponential => "exponential",
+            };
+            inv.arg(&job.id)
+                .arg(&job.method)
+                .arg(job.params.get())
+                .arg(&job.owner)
+                .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
+                .arg(o.priority)
+                .arg(o.delay_ms)
+                .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+                .arg(o.attempts)
+                .arg(kind)
+                .arg(o.backoff.delay_ms)
+                .arg(o.backoff.jitter)
+                .arg(job.max_open_per_owner);
+        }
+        let r: Result<Vec<(i64, String, String)>> =
+            self.call(inv.invoke_async(&mut self.conn())).await;
+        let mut answers = match r {
+            Ok(a) => a.into_iter(),
+            Err(e) => {
+                for s in batch {
+                    let _ = s.done.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        for s in batch {
+            let answer = match answers.next() {
+                Some((-1, why, _)) if why == "OWNER_FULL" => Err(Error::OwnerFull),
+                Some((-1, _, _)) => Err(Error::QueueFull),
+                Some((dup, state, owner)) => state_of(&state).map(|state| Enqueued {
+                    job_id: s.job.id.clone(),
+                    state,
+                    duplicate: dup == 1,
+                    owner,
+                }),
+                None => Err(Error::Storage(
+                    "enqueue answered fewer jobs than sent".into(),
+                )),
+            };
+            let _ = s.done.send(answer);
+        }
+    }
+}
+
 /// A job's result waiting to be recorded, and who waits for the outcome (1, or 0 when the lease
 /// was not held).
 struct Completion {
@@ -367,14 +475,7 @@ struct Completion {
 /// so Redis updates its counters and sets once per call rather than once per job.
 async fn completer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     const MAX_BATCH: usize = 64;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
         let Some(inner) = inner.upgrade() else { return };
         let backend = RedisBackend { inner };
         let k = backend.keys();
@@ -498,58 +599,17 @@ fn state_of(s: &str) -> Result<JobState> {
 #[async_trait]
 impl JobQueue for RedisBackend {
     async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
-        let k = self.keys();
-        let o = &job.options;
-        let kind = match o.backoff.kind {
-            jobcast_protocol::BackoffKind::Fixed => "fixed",
-            jobcast_protocol::BackoffKind::Exponential => "exponential",
-        };
-        let r: redis::RedisResult<(i64, String, String)> = bounded(
-            self.inner
-                .scripts
-                .enqueue
-                .key(k.job(&job.id))
-                .key(k.listeners(&job.id))
-                .key(k.ready(&job.method))
-                .key(k.delayed())
-                .key(k.seq())
-                .key(k.open())
-                .key(k.mark(&job.method))
-                .key(k.owners())
-                .arg(&job.id)
-                .arg(&job.method)
-                .arg(job.params.get())
-                .arg(&job.owner)
-                .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
-                .arg(o.priority)
-                .arg(o.delay_ms)
-                .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                .arg(o.attempts)
-                .arg(kind)
-                .arg(o.backoff.delay_ms)
-                .arg(o.backoff.jitter)
-                .arg(now_ms())
-                .arg(listener)
-                .arg(self.inner.config.max_open_jobs)
-                .arg(job.max_open_per_owner)
-                .invoke_async(&mut self.conn()),
-        )
-        .await;
-        let (dup, state, owner) = match r {
-            Err(e) if e.code() == Some("OWNER_FULL") || e.to_string().contains("OWNER_FULL") => {
-                return Err(Error::OwnerFull);
-            }
-            Err(e) if e.code() == Some("FULL") || e.to_string().contains("FULL") => {
-                return Err(Error::QueueFull);
-            }
-            other => self.seen(other)?,
-        };
-        Ok(Enqueued {
-            job_id: job.id,
-            state: state_of(&state)?,
-            duplicate: dup == 1,
-            owner,
-        })
+        let (done, outcome) = oneshot::channel();
+        let gone = || Error::Unavailable("backend shut down".into());
+        self.inner
+            .submissions
+            .send(Submission {
+                job,
+                listener: listener.to_owned(),
+                done,
+            })
+            .map_err(|_| gone())?;
+        outcome.await.unwrap_or_else(|_| Err(gone()))
     }
 
     async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
