@@ -258,18 +258,21 @@ impl RedisBackend {
                 .await;
             *slot = Some(self.seen(conn)?);
         }
-        let Some(conn) = slot.as_mut() else {
+        // The connection is out of its slot while it waits: if this wait is dropped mid-BLPOP
+        // (a worker stopping), the connection is dropped with it, which ends the BLPOP in
+        // Redis. Left pending there, it would take the next wake-up meant for another worker.
+        let Some(mut conn) = slot.take() else {
             return Ok(());
         };
         let r: redis::RedisResult<Option<(String, String)>> = bounded_for(
             CALL_TIMEOUT + Duration::from_secs_f64(secs),
-            redis::cmd("BLPOP").arg(marks).arg(secs).query_async(conn),
+            redis::cmd("BLPOP").arg(marks).arg(secs).query_async(&mut conn),
         )
         .await;
-        if let Err(e) = r {
-            // Drop the connection; the next wait makes a new one.
-            *slot = None;
-            self.seen::<()>(Err(e))?;
+        match r {
+            // On an error the connection is dropped; the next wait makes a new one.
+            Err(e) => self.seen::<()>(Err(e))?,
+            Ok(_) => *slot = Some(conn),
         }
         Ok(())
     }
