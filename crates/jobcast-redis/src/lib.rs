@@ -266,7 +266,10 @@ impl RedisBackend {
         };
         let r: redis::RedisResult<Option<(String, String)>> = bounded_for(
             CALL_TIMEOUT + Duration::from_secs_f64(secs),
-            redis::cmd("BLPOP").arg(marks).arg(secs).query_async(&mut conn),
+            redis::cmd("BLPOP")
+                .arg(marks)
+                .arg(secs)
+                .query_async(&mut conn),
         )
         .await;
         match r {
