@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{q}:j:<id>` | hash | one job (fields documented in `lua/enqueue.lua`) |
-//! | `{q}:l:<id>` | set | gateway ids listening to the job's events |
+//! | `{q}:l:<id>` | set | other gateways listening to the job's events (the submitting one is the job's field `g`) |
 //! | `{q}:ready:<method>` | zset | queued jobs; score = (1000 − priority)·2^42 + sequence |
 //! | `{q}:mark:<method>` | list | at most one marker: "work may be ready" (workers BLPOP it) |
 //! | `{q}:delayed` | zset | delayed jobs by run time (ms) |
