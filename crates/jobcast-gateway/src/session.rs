@@ -185,7 +185,6 @@ where
                     );
                     cx.conn.send(Bytes::from(err));
                 }
-                Incoming::Ping | Incoming::Pong => {}
                 Incoming::Close(_) => {
                     // The peer closed: send the echo queued by the decoder, and stop.
                     let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;

@@ -3,27 +3,10 @@
 //! decode exactly as they do at once; well-formed masked frames, fragmented anywhere, come back
 //! as the messages that were sent.
 
-use jobcast_gateway::ws::codec::{Incoming, decode_chunks, unmask};
+use jobcast_gateway::ws::codec::{Incoming, client_frame, decode_chunks};
 use proptest::prelude::*;
 
 const MAX: usize = 4096;
-
-/// A masked client frame.
-fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    let mut p = payload.to_vec();
-    unmask(&mut p, mask);
-    out.extend_from_slice(&p);
-    out
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -49,7 +32,7 @@ proptest! {
             for (i, p) in parts.iter().enumerate() {
                 let fin = if i + 1 == parts.len() { 0x80 } else { 0 };
                 let op = if i == 0 { 0x1 } else { 0x0 };
-                bytes.extend(frame(fin | op, p, mask));
+                bytes.extend(client_frame(fin | op, p, mask));
             }
         }
         let at = at.index(bytes.len() + 1);

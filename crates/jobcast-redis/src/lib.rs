@@ -362,13 +362,23 @@ impl Inner {
     }
 }
 
-/// Sends fire-and-forget writes in the order they were handed over, pipelining whatever
-/// queued up meanwhile into one round trip. Ends when the backend is dropped.
 /// A job waiting to be submitted, for the gateway `listener`, and who waits for the outcome.
 struct Submission {
     job: NewJob,
     listener: String,
     done: oneshot::Sender<Result<Enqueued>>,
+}
+
+/// Hands a request built around its answer's sender to one of the batching tasks
+/// ([`submitter`], [`completer`]) and waits for the answer.
+async fn ask<T, R>(
+    tx: &mpsc::UnboundedSender<T>,
+    request: impl FnOnce(oneshot::Sender<Result<R>>) -> T,
+) -> Result<R> {
+    let gone = || Error::Unavailable("backend shut down".into());
+    let (done, answer) = oneshot::channel();
+    tx.send(request(done)).map_err(|_| gone())?;
+    answer.await.unwrap_or_else(|_| Err(gone()))
 }
 
 /// Takes what has queued on `rx` (at least one item, at most `max`), waiting only for the first.
@@ -516,18 +526,14 @@ async fn completer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceive
     }
 }
 
+/// Sends fire-and-forget writes in the order they were handed over, pipelining whatever
+/// queued up meanwhile into one round trip. Ends when the backend is dropped.
 async fn writer(mut conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<redis::Cmd>) {
     const MAX_BATCH: usize = 256;
-    while let Some(first) = rx.recv().await {
+    while let Some(cmds) = next_batch(&mut rx, MAX_BATCH).await {
         let mut pipe = redis::pipe();
-        pipe.add_command(first).ignore();
-        for _ in 1..MAX_BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    pipe.add_command(cmd).ignore();
-                }
-                Err(_) => break,
-            }
+        for cmd in cmds {
+            pipe.add_command(cmd).ignore();
         }
         let r: redis::RedisResult<()> = bounded(pipe.query_async(&mut conn)).await;
         if let Err(e) = r {
@@ -605,17 +611,12 @@ fn state_of(s: &str) -> Result<JobState> {
 #[async_trait]
 impl JobQueue for RedisBackend {
     async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
-        let (done, outcome) = oneshot::channel();
-        let gone = || Error::Unavailable("backend shut down".into());
-        self.inner
-            .submissions
-            .send(Submission {
-                job,
-                listener: listener.to_owned(),
-                done,
-            })
-            .map_err(|_| gone())?;
-        outcome.await.unwrap_or_else(|_| Err(gone()))
+        ask(&self.inner.submissions, |done| Submission {
+            job,
+            listener: listener.to_owned(),
+            done,
+        })
+        .await
     }
 
     async fn listen(&self, job_id: &str, listener: &str) -> Result<bool> {
@@ -784,19 +785,13 @@ impl JobQueue for RedisBackend {
     }
 
     async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
-        let (done, outcome) = oneshot::channel();
-        let sent = self.inner.completions.send(Completion {
+        let r = ask(&self.inner.completions, |done| Completion {
             job_id: lease.job_id.clone(),
             token: lease.token.clone(),
             result,
             done,
-        });
-        let r = match sent {
-            Ok(()) => outcome
-                .await
-                .unwrap_or_else(|_| Err(Error::Unavailable("backend shut down".into()))),
-            Err(_) => Err(Error::Unavailable("backend shut down".into())),
-        };
+        })
+        .await;
         self.released(lease, r)
     }
 

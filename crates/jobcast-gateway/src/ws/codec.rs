@@ -24,17 +24,14 @@ pub mod op {
     pub const PONG: u8 = 0xA;
 }
 
-/// A whole message (or control frame) from the client.
+/// A whole message, or the close frame, from the client (pings and pongs are handled by the
+/// decoder itself).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// A text message, valid UTF-8.
     Text(String),
     /// A binary message (its content is not kept: the protocol speaks text only).
     Binary,
-    /// A ping (already answered: its pong is in the replies).
-    Ping,
-    /// A pong.
-    Pong,
     /// The client's close frame, with its code if it sent one (already answered).
     Close(Option<u16>),
 }
@@ -142,22 +139,40 @@ fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
-/// Appends one unmasked server frame.
-pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(payload.len() + 10);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
+/// Appends a frame header: its first byte (FIN, RSV, opcode), then the payload length in its
+/// shortest form, with the mask bit set or not.
+fn header_into(first: u8, len: usize, mask_bit: u8, out: &mut Vec<u8>) {
+    out.push(first);
+    match len {
+        n if n < 126 => out.push(mask_bit | n as u8),
         n if n <= usize::from(u16::MAX) => {
-            out.push(126);
+            out.push(mask_bit | 126);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.push(127);
+            out.push(mask_bit | 127);
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
+}
+
+/// Appends one unmasked server frame.
+pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(payload.len() + 10);
+    header_into(0x80 | opcode, payload.len(), 0, out);
     out.extend_from_slice(payload);
+}
+
+/// A frame as a client sends it: first byte `first` as given (so tests can set any bit),
+/// masked with `mask`. For tests and fuzzing; the server never sends one.
+pub fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    header_into(first, payload.len(), 0x80, &mut out);
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
+    out
 }
 
 /// Appends a close frame with `code` and `reason` (cut to fit a control frame).
@@ -257,10 +272,11 @@ impl Decoder {
                 }
             }
             op::PING => {
+                // Answered here; the session has nothing to do with it (any frame counts
+                // as the peer being alive).
                 encode(op::PONG, &payload, replies);
-                into.push_back(Incoming::Ping);
             }
-            op::PONG => into.push_back(Incoming::Pong),
+            op::PONG => {}
             _ => {
                 // Close: check it, echo its code (RFC 6455 §5.5.1), and read no further.
                 let code = match payload.len() {
@@ -330,26 +346,8 @@ fn message(opcode: u8, payload: Vec<u8>) -> Result<Incoming, Violation> {
 mod tests {
     use super::*;
 
-    /// A masked client frame.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        unmask(&mut p, mask);
-        out.extend_from_slice(&p);
-        out
+        client_frame(first, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     fn decode_all(d: &mut Decoder, bytes: &[u8]) -> (Result<usize, Violation>, Vec<Incoming>) {
@@ -410,7 +408,7 @@ mod tests {
         assert_eq!(d.decode(&bytes, &mut into, &mut replies), Ok(bytes.len()));
         assert_eq!(
             into.into_iter().collect::<Vec<_>>(),
-            vec![Incoming::Ping, Incoming::Text("abcde".into())]
+            vec![Incoming::Text("abcde".into())]
         );
         assert_eq!(replies, vec![0x8A, 1, b'p']);
     }

@@ -138,14 +138,7 @@ mod tests {
     use super::*;
 
     fn client_text(text: &str) -> Vec<u8> {
-        let mask = [9, 8, 7, 6];
-        let mut p = text.as_bytes().to_vec();
-        codec::unmask(&mut p, mask);
-        let mut f = vec![0x81, 0x80 | 126];
-        f.extend_from_slice(&(p.len() as u16).to_be_bytes());
-        f.extend_from_slice(&mask);
-        f.extend_from_slice(&p);
-        f
+        codec::client_frame(0x81, text.as_bytes(), [9, 8, 7, 6])
     }
 
     #[tokio::test]
