@@ -2,12 +2,12 @@
 //! as a slow consumer when full), the request to close it with a code, its heartbeat (when it
 //! was last heard from, and a ping to send), and the jobs and topics it holds.
 //!
-//! The queue is a plain `VecDeque` under a lock with one `Notify` to wake the session, rather
-//! than a channel, a cancellation token and a timer per connection: an idle connection then
-//! holds no allocation for them (a tokio channel allocates a 32-slot block up front, a timer a
-//! boxed `Sleep`), and the session learns about new frames, pings to send and a close request
-//! from the same place. One gateway-wide task drives every connection's heartbeat
-//! ([`Conn::heartbeat`]).
+//! The queue is a plain `VecDeque` under a lock, beside the waker of the session waiting on
+//! it, rather than a channel, a cancellation token and a timer per connection: an idle
+//! connection then holds no allocation for them (a tokio channel allocates a 32-slot block up
+//! front, a timer a boxed `Sleep`), the session needs no stored future to wait on it, and it
+//! learns about new frames, pings to send and a close request from the same place. One
+//! gateway-wide task drives every connection's heartbeat ([`Conn::heartbeat`]).
 
 use bytes::Bytes;
 use jobcast_protocol::CloseCode;
@@ -18,9 +18,9 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
-use tokio::sync::Notify;
 
 /// Why a connection must close: the code and reason of its close frame.
 pub type CloseRequest = (CloseCode, &'static str);
@@ -31,20 +31,22 @@ struct Outbox {
     close: Option<CloseRequest>,
     /// The heartbeat asks for a ping.
     ping: bool,
+    /// The session, waiting for any of the above.
+    waker: Option<Waker>,
 }
 
 /// What the session must write next.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outgoing {
     /// Text frames, in order.
-    pub frames: Vec<Bytes>,
+    pub frames: VecDeque<Bytes>,
     /// Whether to send a ping.
     pub ping: bool,
 }
 
 /// Milliseconds on a process-wide monotonic clock, wrapping every 49 days (only differences
 /// of a few heartbeats are taken, with wrapping arithmetic; 32 bits keep `Conn` small).
-fn now_ms() -> u32 {
+pub(crate) fn now_ms() -> u32 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
@@ -64,9 +66,6 @@ pub struct Conn {
     pub user: Arc<str>,
     outbox: Mutex<Outbox>,
     capacity: u32,
-    /// Wakes the session: frames were queued to an empty queue, a ping or a close was asked
-    /// for.
-    wake: Notify,
     /// When the peer last sent anything (`now_ms`).
     last_seen: AtomicU32,
     // Keep this struct within 240 bytes: with the `Arc` counts it then fits jemalloc's 256-byte
@@ -84,9 +83,9 @@ impl Conn {
                 frames: VecDeque::new(),
                 close: None,
                 ping: false,
+                waker: None,
             }),
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
-            wake: Notify::new(),
             last_seen: AtomicU32::new(now_ms()),
             held: Mutex::default(),
         })
@@ -95,60 +94,72 @@ impl Conn {
     /// Queues a frame; closes the connection as a slow consumer when its queue is full.
     /// Returns whether the frame was queued.
     pub fn send(&self, frame: Bytes) -> bool {
-        let mut o = self.outbox.lock();
-        if o.close.is_some() {
-            return false;
-        }
-        if o.frames.len() >= self.capacity as usize {
-            drop(o);
+        let capacity = self.capacity as usize;
+        let (mut queued, mut full) = (false, false);
+        self.change(|o| {
+            if o.close.is_some() {
+                return false;
+            }
+            if o.frames.len() >= capacity {
+                full = true;
+                return false;
+            }
+            // The session empties the queue each time it wakes, so only the first frame into
+            // an empty queue needs to wake it.
+            let wake = o.frames.is_empty();
+            o.frames.push_back(frame);
+            queued = true;
+            wake
+        });
+        if full {
             metrics::counter!("jobcast_slow_consumer_disconnects_total").increment(1);
             self.close(CloseCode::PolicyViolation, "slow consumer");
-            return false;
         }
-        let was_empty = o.frames.is_empty();
-        o.frames.push_back(frame);
+        queued
+    }
+
+    /// Changes the outbox under its lock, then wakes the session if `f` says so.
+    fn change(&self, f: impl FnOnce(&mut Outbox) -> bool) {
+        let mut o = self.outbox.lock();
+        let waker = if f(&mut o) { o.waker.take() } else { None };
         drop(o);
-        // The session empties the queue each time it wakes, so only the first frame into an
-        // empty queue needs to wake it.
-        if was_empty {
-            self.wake.notify_one();
+        if let Some(w) = waker {
+            w.wake();
         }
-        true
     }
 
     /// Asks the session to close the socket with `code` (the first request wins); frames
     /// queued after this are refused.
     pub fn close(&self, code: CloseCode, reason: &'static str) {
-        self.outbox.lock().close.get_or_insert((code, reason));
-        self.wake.notify_one();
+        self.change(|o| {
+            o.close.get_or_insert((code, reason));
+            true
+        });
     }
 
-    /// Waits until frames are queued (and takes up to `max` of them) or a ping is asked for,
-    /// or until a close is asked for, which it returns instead. Cancel-safe: nothing is taken
-    /// unless it returns.
-    pub async fn next_out(&self, max: usize) -> Result<Outgoing, CloseRequest> {
-        loop {
-            {
-                let mut o = self.outbox.lock();
-                if let Some(c) = o.close {
-                    return Err(c);
-                }
-                if !o.frames.is_empty() || o.ping {
-                    let n = o.frames.len().min(max);
-                    let frames: Vec<Bytes> = o.frames.drain(..n).collect();
-                    if !o.frames.is_empty() {
-                        // More than one batch waits: the next call must not sleep.
-                        self.wake.notify_one();
-                    } else if o.frames.capacity() > 64 {
-                        // A burst is over: give its memory back.
-                        o.frames = VecDeque::new();
-                    }
-                    let ping = std::mem::take(&mut o.ping);
-                    return Ok(Outgoing { frames, ping });
-                }
-            }
-            self.wake.notified().await;
+    /// Takes every queued frame and a pending ping, if there are any and `take` allows;
+    /// returns a close request instead once there is one. Otherwise registers the session to
+    /// be woken when any of them arrives (so a session still writing can wait for a close
+    /// alone, leaving frames queued where the queue's bound applies).
+    pub fn poll_out(
+        &self,
+        cx: &mut Context<'_>,
+        take: bool,
+    ) -> Poll<Result<Outgoing, CloseRequest>> {
+        let mut o = self.outbox.lock();
+        if let Some(c) = o.close {
+            return Poll::Ready(Err(c));
         }
+        if take && (!o.frames.is_empty() || o.ping) {
+            return Poll::Ready(Ok(Outgoing {
+                frames: std::mem::take(&mut o.frames),
+                ping: std::mem::take(&mut o.ping),
+            }));
+        }
+        if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            o.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Records that the peer sent something (any frame, a pong included).
@@ -167,18 +178,10 @@ impl Conn {
             );
             return;
         }
-        self.outbox.lock().ping = true;
-        self.wake.notify_one();
-    }
-
-    /// Waits until a close is asked for.
-    pub async fn close_requested(&self) -> CloseRequest {
-        loop {
-            if let Some(c) = self.outbox.lock().close {
-                return c;
-            }
-            self.wake.notified().await;
-        }
+        self.change(|o| {
+            o.ping = true;
+            true
+        });
     }
 
     /// Drops every queued frame (the session is ending) and refuses further ones.
@@ -186,6 +189,7 @@ impl Conn {
         let mut o = self.outbox.lock();
         o.close.get_or_insert((code, reason));
         o.frames = VecDeque::new();
+        o.waker = None;
     }
 
     /// Number of jobs attached.
@@ -208,6 +212,20 @@ mod tests {
     }
 
     use super::*;
+    use std::future::poll_fn;
+
+    async fn next_out(c: &Conn) -> Result<Outgoing, CloseRequest> {
+        poll_fn(|cx| c.poll_out(cx, true)).await
+    }
+
+    /// Waits for a close request the way a session still writing does.
+    async fn close_requested(c: &Conn) -> CloseRequest {
+        poll_fn(|cx| match c.poll_out(cx, false) {
+            Poll::Ready(Err(close)) => Poll::Ready(close),
+            _ => Poll::Pending,
+        })
+        .await
+    }
 
     #[tokio::test]
     async fn frames_wake_the_session_and_a_full_queue_closes() {
@@ -215,18 +233,17 @@ mod tests {
         for f in ["a", "b", "c"] {
             assert!(c.send(Bytes::from(f)));
         }
-        assert_eq!(c.next_out(2).await.unwrap().frames, ["a", "b"]);
-        assert_eq!(c.next_out(2).await.unwrap().frames, ["c"]);
+        assert_eq!(next_out(&c).await.unwrap().frames, ["a", "b", "c"]);
         for f in ["d", "e", "f"] {
             assert!(c.send(Bytes::from(f)));
         }
         // Over capacity: a slow consumer.
         assert!(!c.send(Bytes::from("g")));
         assert_eq!(
-            c.next_out(10).await,
+            next_out(&c).await,
             Err((CloseCode::PolicyViolation, "slow consumer"))
         );
-        assert_eq!(c.close_requested().await.0, CloseCode::PolicyViolation);
+        assert_eq!(close_requested(&c).await.0, CloseCode::PolicyViolation);
         assert!(!c.send(Bytes::from("h")));
     }
 
@@ -234,21 +251,26 @@ mod tests {
     async fn a_waiting_session_is_woken() {
         let c = Conn::new(1, "u".into(), 8);
         let c2 = c.clone();
-        let waiter = tokio::spawn(async move { c2.next_out(8).await });
+        let waiter = tokio::spawn(async move { next_out(&c2).await });
         tokio::task::yield_now().await;
         c.send(Bytes::from("x"));
         assert_eq!(waiter.await.unwrap().unwrap().frames, ["x"]);
         // A heartbeat wakes it for a ping; a silent peer is closed.
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { next_out(&c2).await });
+        tokio::task::yield_now().await;
         c.heartbeat(Duration::from_secs(60));
         assert_eq!(
-            c.next_out(8).await,
+            waiter.await.unwrap(),
             Ok(Outgoing {
-                frames: vec![],
+                frames: VecDeque::new(),
                 ping: true
             })
         );
+        // A session still writing is woken by a close request, not by frames.
+        c.send(Bytes::from("y"));
         let c3 = c.clone();
-        let closer = tokio::spawn(async move { c3.close_requested().await });
+        let closer = tokio::spawn(async move { close_requested(&c3).await });
         tokio::task::yield_now().await;
         c.close(CloseCode::ServiceRestart, "bye");
         assert_eq!(closer.await.unwrap(), (CloseCode::ServiceRestart, "bye"));
@@ -259,11 +281,11 @@ mod tests {
         let c = Conn::new(1, "u".into(), 8);
         tokio::time::sleep(Duration::from_millis(30)).await;
         c.heartbeat(Duration::from_millis(10));
-        assert_eq!(c.close_requested().await.0, CloseCode::GoingAway);
+        assert_eq!(close_requested(&c).await.0, CloseCode::GoingAway);
         let d = Conn::new(2, "u".into(), 8);
         tokio::time::sleep(Duration::from_millis(30)).await;
         d.seen();
         d.heartbeat(Duration::from_millis(10));
-        assert!(d.next_out(8).await.unwrap().ping);
+        assert!(next_out(&d).await.unwrap().ping);
     }
 }

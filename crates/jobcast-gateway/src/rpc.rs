@@ -23,7 +23,9 @@ pub struct ConnCtx {
     /// The connection.
     pub conn: Arc<Conn>,
     /// The token's claims.
-    pub claims: Arc<Claims>,
+    pub claims: Claims,
+    /// The connection's places under the admission limits, given back when it is dropped.
+    pub _ticket: crate::admission::Ticket,
 }
 
 /// What the session does after a request was served: send `response` (alone, or as part of

@@ -1,9 +1,15 @@
 //! One WebSocket connection's life: the welcome, reading messages and serving requests
 //! concurrently (bounded per connection), writing what the connection's outbox holds (frames,
 //! the heartbeat's pings), and closing with the right code.
+//!
+//! The open connection is one hand-written future, [`Session`], that polls its sources in
+//! turn (requests being served, the outbox, the socket) rather than an `async fn` around a
+//! `select!`: the task of an idle connection then holds only the session's own fields, which
+//! is most of what an idle connection costs (docs/decisions.md). The rare, larger states (the
+//! close handshake) are boxed and exist only while they run.
 
 use crate::{
-    conn::CloseRequest,
+    conn::{CloseRequest, now_ms},
     rpc::{self, ConnCtx, Reply},
     ws::{ReadError, WsStream, codec::Incoming},
 };
@@ -12,99 +18,255 @@ use futures_util::{StreamExt, stream::FuturesUnordered};
 use jobcast_protocol::{CloseCode, ErrorCode, Frame, outbound, parse_frame};
 use std::{
     collections::VecDeque,
-    future::Future,
+    future::{Future, poll_fn},
     pin::Pin,
     sync::Arc,
-    time::{Duration, Instant},
+    task::{Context, Poll},
+    time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Most outbound frames written before one flush.
-const WRITE_BATCH: usize = 64;
+/// Rounds of work one poll of a busy session does before it yields to other tasks.
+const ROUNDS_PER_POLL: usize = 32;
 
 /// Runs the session until the peer goes away, the server shuts down, or the hub asks to close.
-pub async fn run<S>(cx: Arc<ConnCtx>, mut ws: WsStream<S>)
+///
+/// Not an `async fn`: one would keep its arguments beside the session made from them for the
+/// whole connection (the compiler stores an `async fn`'s arguments apart from its locals).
+pub fn run<S>(cx: Arc<ConnCtx>, ws: WsStream<S>) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let gw = cx.gw.clone();
-    // Encoded straight into the write buffer: a local String would live as long as the session.
-    ws.feed_text(
-        outbound::welcome(
-            &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
-            &cx.claims.sub,
-            &gw.config.server_id,
-            gw.config.heartbeat.as_millis() as u64,
-        )
-        .as_bytes(),
-    );
-    // A peer gone before the welcome still goes through the cleanup below.
-    let close = if ws.flush().await.is_ok() {
-        metrics::counter!("jobcast_messages_sent_total").increment(1);
-        pump(&cx, &mut ws).await
-    } else {
-        None
-    };
-    // Free what was queued for this connection now, not after the close handshake (a slow
-    // consumer's queue can be large, and it is not reading its close frame either).
-    cx.conn.shut(CloseCode::Normal, "closed");
-    let code = close.map_or_else(|| "none".to_owned(), |(c, _)| c.code().to_string());
-    metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
-    metrics::gauge!("jobcast_connections").decrement(1.0);
-    gw.forget(&cx.conn);
-    if let Some((code, reason)) = close {
-        ws.feed_close(code.code(), reason);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            if ws.flush().await.is_ok() {
-                // Wait briefly for the peer's close reply so the close handshake completes.
-                let mut rest = VecDeque::new();
-                while let Ok(true) = ws.read(&mut rest).await {
-                    if rest.iter().any(|m| matches!(m, Incoming::Close(_))) {
-                        break;
-                    }
-                    rest.clear();
-                }
-            }
-        })
-        .await;
+    let mut session = Session::new(cx, ws);
+    async move {
+        let end = poll_fn(|c| session.poll_open(c)).await;
+        // Boxed: this state is larger than the open one and every connection passes it once.
+        Box::pin(session.finish(end)).await;
     }
 }
 
-/// A connection's message budget: a token bucket refilled at `rate` per second up to `burst`.
+/// How the open connection ended.
+enum End {
+    /// Close with this code and reason.
+    Close(CloseRequest),
+    /// The peer closed; the echo of its close frame is queued.
+    PeerClosed,
+    /// The socket ended or failed; nothing more can be sent.
+    Gone,
+}
+
+/// An open connection: everything its task holds.
+struct Session<S> {
+    cx: Arc<ConnCtx>,
+    ws: WsStream<S>,
+    /// Messages read but not yet served (a read can bring many; they wait here while the
+    /// connection has `max_in_flight` requests running). Unallocated when empty.
+    inbox: VecDeque<Incoming>,
+    /// Requests being served; made on the first request (an idle connection holds none).
+    tasks: Option<FuturesUnordered<Task>>,
+    budget: Budget,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session whose first frame out is the welcome.
+    fn new(cx: Arc<ConnCtx>, mut ws: WsStream<S>) -> Self {
+        let gw = &cx.gw;
+        // Encoded straight into the write buffer: a local String would live as long as the
+        // session.
+        ws.feed_text(
+            outbound::welcome(
+                &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
+                &cx.claims.sub,
+                &gw.config.server_id,
+                gw.config.heartbeat.as_millis() as u64,
+            )
+            .as_bytes(),
+        );
+        metrics::counter!("jobcast_messages_sent_total").increment(1);
+        let budget = Budget::new(gw.config.rate_burst);
+        Self {
+            cx,
+            ws,
+            inbox: VecDeque::new(),
+            tasks: None,
+            budget,
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.tasks.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    /// Moves frames both ways until the connection ends. Each round serves what was read,
+    /// drives the requests in flight, takes the outbox, writes, and reads; reading waits
+    /// while requests are at their bound or a write is blocked (the peer is not reading, so
+    /// its outbox fills and closes it as a slow consumer). Returning `Pending`, every source
+    /// that could make progress has registered the task's waker.
+    fn poll_open(&mut self, c: &mut Context<'_>) -> Poll<End> {
+        let max_in_flight = self.cx.gw.config.max_in_flight;
+        for _ in 0..ROUNDS_PER_POLL {
+            let mut progress = false;
+            while self.in_flight() < max_in_flight
+                && let Some(m) = self.inbox.pop_front()
+            {
+                if let Some(end) = self.serve(m) {
+                    return Poll::Ready(end);
+                }
+            }
+            if self.inbox.is_empty() && self.inbox.capacity() > 0 {
+                self.inbox = VecDeque::new();
+            }
+            if let Some(tasks) = &mut self.tasks {
+                while let Poll::Ready(Some(())) = tasks.poll_next_unpin(c) {
+                    progress = true;
+                }
+            }
+            // Frames are taken only once the socket has taken the last ones; a close request
+            // is seen either way.
+            match self.cx.conn.poll_out(c, !self.ws.wants_flush()) {
+                Poll::Ready(Err(close)) => return Poll::Ready(End::Close(close)),
+                Poll::Ready(Ok(out)) => {
+                    metrics::counter!("jobcast_messages_sent_total")
+                        .increment(out.frames.len() as u64);
+                    for f in &out.frames {
+                        self.ws.feed_text(f);
+                    }
+                    if out.ping {
+                        self.ws.feed_ping();
+                    }
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+            if self.ws.wants_flush() {
+                match self.ws.poll_flush(c) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                    Poll::Pending => {}
+                }
+            }
+            if self.inbox.is_empty() && self.in_flight() < max_in_flight && !self.ws.wants_flush() {
+                match self.ws.poll_read(c, &mut self.inbox) {
+                    Poll::Ready(Ok(true)) => {
+                        self.cx.conn.seen();
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(false)) => return Poll::Ready(End::Gone),
+                    Poll::Ready(Err(ReadError::Violation(v))) => {
+                        return Poll::Ready(End::Close((v.code, v.reason)));
+                    }
+                    Poll::Ready(Err(ReadError::Io(e))) => {
+                        tracing::debug!(conn_id = self.cx.conn.id, error = %e, "read error");
+                        return Poll::Ready(End::Gone);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other tasks run, then carry on.
+        c.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Serves one message read from the peer; `Some` when it ends the connection.
+    fn serve(&mut self, m: Incoming) -> Option<End> {
+        let cx = &self.cx;
+        match m {
+            Incoming::Text(text) => {
+                metrics::counter!("jobcast_messages_received_total").increment(1);
+                let config = &cx.gw.config;
+                match self.budget.take(config.rate_per_sec, config.rate_burst) {
+                    Ok(()) => on_text(cx, &text, self.tasks.get_or_insert_with(Default::default)),
+                    Err(wait_ms) => rate_limited(cx, &text, wait_ms),
+                }
+            }
+            Incoming::Binary => {
+                let err = outbound::simple_error(
+                    None,
+                    ErrorCode::InvalidRequest,
+                    "binary frames are not supported; send JSON text",
+                );
+                cx.conn.send(Bytes::from(err));
+            }
+            Incoming::Close(_) => return Some(End::PeerClosed),
+        }
+        None
+    }
+
+    /// Leaves the hub, then ends the WebSocket: echoes the peer's close, or sends ours and
+    /// waits briefly for the peer's reply so the close handshake completes.
+    async fn finish(self, end: End) {
+        let Self { cx, mut ws, .. } = self;
+        // Free what was queued for this connection now, not after the close handshake (a slow
+        // consumer's queue can be large, and it is not reading its close frame either).
+        cx.conn.shut(CloseCode::Normal, "closed");
+        let code = match &end {
+            End::Close((c, _)) => c.code().to_string(),
+            End::PeerClosed | End::Gone => "none".to_owned(),
+        };
+        metrics::counter!("jobcast_connections_closed_total", "code" => code).increment(1);
+        metrics::gauge!("jobcast_connections").decrement(1.0);
+        cx.gw.forget(&cx.conn);
+        match end {
+            End::Gone => {}
+            End::PeerClosed => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+            }
+            End::Close((code, reason)) => {
+                ws.feed_close(code.code(), reason);
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    if ws.flush().await.is_ok() {
+                        let mut rest = VecDeque::new();
+                        while let Ok(true) = ws.read(&mut rest).await {
+                            if rest.iter().any(|m| matches!(m, Incoming::Close(_))) {
+                                break;
+                            }
+                            rest.clear();
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// A connection's message budget: a token bucket refilled at the configured rate per second
+/// up to the burst (kept small: every connection holds one).
 struct Budget {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
+    tokens: f32,
+    /// When it was last refilled (`now_ms`).
+    last: u32,
 }
 
 impl Budget {
-    fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
+    fn new(burst: u32) -> Self {
         Self {
-            tokens: burst,
-            rate,
-            burst,
-            last: Instant::now(),
+            tokens: burst.max(1) as f32,
+            last: now_ms(),
         }
     }
 
     /// Takes one message's token, or says in how many ms one will be there.
-    fn take(&mut self) -> Result<(), u64> {
-        if self.rate <= 0.0 {
+    fn take(&mut self, rate: f64, burst: u32) -> Result<(), u64> {
+        if rate <= 0.0 {
             return Ok(());
         }
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
+        let now = now_ms();
+        let elapsed = f64::from(now.wrapping_sub(self.last)) / 1000.0;
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let tokens = (f64::from(self.tokens) + elapsed * rate).min(f64::from(burst.max(1)));
+        if tokens >= 1.0 {
+            self.tokens = (tokens - 1.0) as f32;
             Ok(())
         } else {
-            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+            self.tokens = tokens as f32;
+            Err((((1.0 - tokens) / rate) * 1000.0).ceil() as u64)
         }
     }
 }
@@ -150,103 +312,6 @@ fn rate_limited(cx: &Arc<ConnCtx>, text: &str, wait_ms: u64) {
         answers.concat()
     };
     cx.conn.send(Bytes::from(frame));
-}
-
-/// Moves frames both ways until the connection ends; returns the close code to send, if any.
-async fn pump<S>(cx: &Arc<ConnCtx>, ws: &mut WsStream<S>) -> Option<CloseRequest>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let max_in_flight = cx.gw.config.max_in_flight;
-    let mut budget = Budget::new(cx.gw.config.rate_per_sec, cx.gw.config.rate_burst);
-    // Requests being served; made on the first request (an idle connection holds none).
-    let mut tasks: Option<FuturesUnordered<Task>> = None;
-    let in_flight = |t: &Option<FuturesUnordered<Task>>| t.as_ref().map_or(0, |t| t.len());
-    // Messages read but not yet served (a read can bring many; they wait here while the
-    // connection has `max_in_flight` requests running).
-    let mut inbox: VecDeque<Incoming> = VecDeque::new();
-    loop {
-        while in_flight(&tasks) < max_in_flight
-            && let Some(m) = inbox.pop_front()
-        {
-            match m {
-                Incoming::Text(text) => {
-                    metrics::counter!("jobcast_messages_received_total").increment(1);
-                    match budget.take() {
-                        Ok(()) => on_text(cx, &text, tasks.get_or_insert_with(Default::default)),
-                        Err(wait_ms) => rate_limited(cx, &text, wait_ms),
-                    }
-                }
-                Incoming::Binary => {
-                    let err = outbound::simple_error(
-                        None,
-                        ErrorCode::InvalidRequest,
-                        "binary frames are not supported; send JSON text",
-                    );
-                    cx.conn.send(Bytes::from(err));
-                }
-                Incoming::Close(_) => {
-                    // The peer closed: send the echo queued by the decoder, and stop.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                    return None;
-                }
-            }
-        }
-        if inbox.is_empty() && inbox.capacity() > 0 {
-            // An idle connection keeps no buffer.
-            inbox = VecDeque::new();
-        }
-        if ws.wants_flush() {
-            // Pongs answering the peer's pings.
-            if let Err(end) = write(cx, ws).await {
-                return end;
-            }
-        }
-        let busy = in_flight(&tasks);
-        tokio::select! {
-            biased;
-            next = cx.conn.next_out(WRITE_BATCH) => match next {
-                Err(close) => return Some(close),
-                Ok(out) => {
-                    for f in &out.frames {
-                        ws.feed_text(f);
-                    }
-                    if out.ping {
-                        ws.feed_ping();
-                    }
-                    metrics::counter!("jobcast_messages_sent_total").increment(out.frames.len() as u64);
-                    if let Err(end) = write(cx, ws).await {
-                        return end;
-                    }
-                }
-            },
-            Some(Some(())) = async { Some(tasks.as_mut()?.next().await) }, if busy > 0 => {}
-            read = ws.read(&mut inbox), if inbox.is_empty() && busy < max_in_flight => {
-                match read {
-                    Ok(true) => cx.conn.seen(),
-                    Ok(false) => return None,
-                    Err(ReadError::Violation(v)) => return Some((v.code, v.reason)),
-                    Err(ReadError::Io(e)) => {
-                        tracing::debug!(conn_id = cx.conn.id, error = %e, "read error");
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Writes what is queued. A peer that stops reading blocks this; its outbound queue then fills
-/// and the hub closes it as a slow consumer, which must end the write too. `Err` ends the
-/// session, with the close to send if any.
-async fn write<S>(cx: &ConnCtx, ws: &mut WsStream<S>) -> Result<(), Option<CloseRequest>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tokio::select! {
-        r = ws.flush() => r.map_err(|_| None),
-        close = cx.conn.close_requested() => Err(Some(close)),
-    }
 }
 
 fn on_text(cx: &Arc<ConnCtx>, text: &str, tasks: &mut FuturesUnordered<Task>) {

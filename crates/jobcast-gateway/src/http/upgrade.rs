@@ -161,8 +161,15 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
         claims.sub.as_str().into(),
         gw.config.outbound_queue,
     );
+    let cx = Arc::new(ConnCtx {
+        gw: gw.clone(),
+        conn,
+        claims,
+        _ticket: ticket,
+    });
     let max = gw.config.max_message_bytes;
-    let gw2 = gw.clone();
+    // The task holds the context, the pending upgrade and then the session (which owns the
+    // context): nothing else lives as long as the connection.
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -172,25 +179,18 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
                 return;
             }
         };
-        let ws = WsStream::new(TokioIo::new(upgraded), max);
-        gw2.hub.add_conn(conn.clone());
-        if gw2.shutdown.is_cancelled() {
+        let gw = &cx.gw;
+        gw.hub.add_conn(cx.conn.clone());
+        if gw.shutdown.is_cancelled() {
             // Stopped while this one was upgrading, so the stop did not see it.
-            conn.close(CloseCode::ServiceRestart, crate::RESTARTING);
+            cx.conn.close(CloseCode::ServiceRestart, crate::RESTARTING);
         }
-        let cx = Arc::new(ConnCtx {
-            gw: gw2.clone(),
-            conn: conn.clone(),
-            claims: Arc::new(claims),
-        });
-        gw2.subscribe(
-            &conn,
+        gw.subscribe(
+            &cx.conn,
             &jobcast_protocol::topics::user_topic(&cx.claims.sub),
             false,
         );
-        session::run(cx, ws).await;
-        // The connection is gone: give its places back.
-        drop(ticket);
+        session::run(cx, WsStream::new(TokioIo::new(upgraded), max)).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

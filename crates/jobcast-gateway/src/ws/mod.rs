@@ -14,8 +14,15 @@
 pub mod codec;
 
 use codec::{Decoder, Incoming, Violation, op};
-use std::{cell::RefCell, collections::VecDeque, future::poll_fn, io, pin::Pin, task::Poll};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    future::poll_fn,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Size of each thread's read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -60,18 +67,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// `Ok(false)` at end of stream. Pongs and close replies are queued for the next
     /// [`flush`](Self::flush); [`wants_flush`](Self::wants_flush) says so.
     pub async fn read(&mut self, into: &mut VecDeque<Incoming>) -> Result<bool, ReadError> {
-        poll_fn(|cx| {
-            READ.with_borrow_mut(|buf| {
-                let mut rb = ReadBuf::new(buf);
-                match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
-                    Poll::Ready(Ok(())) => Poll::Ready(self.take(rb.filled(), into).map(|()| true)),
-                }
-            })
+        poll_fn(|cx| self.poll_read(cx, into)).await
+    }
+
+    /// [`read`](Self::read) as a poll: bytes are taken and decoded in the same call, or none
+    /// are taken.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Incoming>,
+    ) -> Poll<Result<bool, ReadError>> {
+        READ.with_borrow_mut(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(())) => Poll::Ready(self.take(rb.filled(), into).map(|()| true)),
+            }
         })
-        .await
     }
 
     /// Decodes freshly read bytes, carrying an unfinished frame over to the next read.
@@ -120,22 +134,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 
     /// Writes everything queued, then frees the buffer.
     pub async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// [`flush`](Self::flush) as a poll; it remembers how much was written.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.out.len() {
-            let n = self.io.write(&self.out[self.written..]).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
-            self.written += n;
         }
-        self.out = Vec::new();
-        self.written = 0;
-        self.io.flush().await
+        if self.out.capacity() > 0 {
+            self.out = Vec::new();
+            self.written = 0;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     fn client_text(text: &str) -> Vec<u8> {
         codec::client_frame(0x81, text.as_bytes(), [9, 8, 7, 6])
