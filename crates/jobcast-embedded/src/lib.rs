@@ -3,6 +3,7 @@
 //! holds the job). Nothing to install: this is what `jobcast serve` runs on.
 #![warn(missing_docs)]
 
+mod presence;
 mod state;
 mod store;
 
@@ -13,6 +14,7 @@ use jobcast_core::{
     QueueCounts, Result, Retried, WorkerAnnouncement, now_ms,
 };
 use parking_lot::Mutex;
+use presence::PresenceBook;
 use serde_json::value::RawValue;
 use state::{Effects, JobRecord, State};
 use std::{
@@ -50,11 +52,6 @@ impl EmbeddedConfig {
     }
 }
 
-/// (gateway, connection) → user, of one topic.
-/// A topic's members: (gateway, connection) → user. Kept small per entry: one connection's
-/// `user:` topic makes one of these.
-type Members = HashMap<(Arc<str>, u64), Box<str>>;
-
 struct Inner {
     state: Mutex<State>,
     store: Store,
@@ -66,7 +63,7 @@ struct Inner {
     /// Gateway ids, stored once and shared by `topics` and `presence`.
     gateway_ids: Mutex<HashSet<Arc<str>>>,
     /// Topic → who is in it.
-    presence: Mutex<HashMap<String, Members>>,
+    presence: Mutex<PresenceBook>,
     /// Gateway → (stats, expiry).
     reports: Mutex<HashMap<String, (String, Instant)>>,
     config: EmbeddedConfig,
@@ -120,7 +117,7 @@ impl Embedded {
             inboxes: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
             gateway_ids: Mutex::new(HashSet::new()),
-            presence: Mutex::new(HashMap::new()),
+            presence: Mutex::default(),
             reports: Mutex::new(HashMap::new()),
             config,
             stopped: AtomicBool::new(false),
@@ -445,38 +442,20 @@ impl Bus for Embedded {
 
     fn presence_join(&self, gateway_id: &str, topic: &str, conn: u64, user: &str) -> Result<()> {
         let gw = self.gateway_id(gateway_id);
-        self.inner
-            .presence
-            .lock()
-            .entry(topic.to_owned())
-            .or_default()
-            .insert((gw, conn), user.into());
+        self.inner.presence.lock().join(gw, topic, conn, user);
         Ok(())
     }
 
     fn presence_leave(&self, gateway_id: &str, topic: &str, conn: u64) -> Result<()> {
-        let mut presence = self.inner.presence.lock();
-        if let Some(members) = presence.get_mut(topic) {
-            members.remove(&(self.gateway_id(gateway_id), conn));
-            if members.is_empty() {
-                presence.remove(topic);
-            }
-        }
+        let gw = self.gateway_id(gateway_id);
+        self.inner.presence.lock().leave(gw, topic, conn);
         Ok(())
     }
 
     async fn presence(&self, topic: &str) -> Result<Presence> {
         // Every gateway of this backend lives in this process and leaves on disconnect, so
         // there are no stale entries to filter.
-        let presence = self.inner.presence.lock();
-        let Some(members) = presence.get(topic) else {
-            return Ok(Presence::default());
-        };
-        let users: std::collections::BTreeSet<&str> = members.values().map(|u| &**u).collect();
-        Ok(Presence {
-            users: users.into_iter().map(str::to_owned).collect(),
-            connections: members.len() as u64,
-        })
+        Ok(self.inner.presence.lock().of(topic))
     }
 
     async fn report(&self, report: &GatewayReport, ttl: Duration) -> Result<()> {

@@ -56,6 +56,13 @@ pub struct Ticket {
     user_type: Arc<str>,
 }
 
+impl Ticket {
+    /// The user, shared by all of the user's connections.
+    pub fn user(&self) -> &Arc<str> {
+        &self.user
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.total.fetch_sub(1, Ordering::SeqCst);
@@ -72,14 +79,15 @@ fn release<K: Eq + Hash>(map: &DashMap<K, usize>, key: &K) {
     });
 }
 
-/// Takes a place under `max` (0 = no limit); false when full.
-fn take<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+/// Takes a place under `max` (0 = no limit) and returns the map's own copy of the key (so
+/// every connection of a user shares one), or `None` when full.
+fn take<K: Eq + Hash + Clone>(map: &DashMap<K, usize>, key: K, max: usize) -> Option<K> {
     let mut n = map.entry(key).or_insert(0);
     if max > 0 && *n >= max {
-        return false;
+        return None;
     }
     *n += 1;
-    true
+    Some(n.key().clone())
 }
 
 impl Admission {
@@ -131,22 +139,22 @@ impl Admission {
         {
             return Err((StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"));
         }
-        if !take(&self.by_ip, ip, limits.max_per_ip) {
+        if take(&self.by_ip, ip, limits.max_per_ip).is_none() {
             self.total.fetch_sub(1, Ordering::SeqCst);
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections from this address",
             ));
         }
-        if !take(&self.by_user, user.clone(), limits.max_per_user) {
+        let Some(user) = take(&self.by_user, user, limits.max_per_user) else {
             self.total.fetch_sub(1, Ordering::SeqCst);
             release(&self.by_ip, &ip);
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections for this user",
             ));
-        }
-        take(&self.by_type, user_type.clone(), 0);
+        };
+        let user_type = take(&self.by_type, user_type.clone(), 0).unwrap_or(user_type);
         Ok(Ticket {
             admission: self.clone(),
             ip,

@@ -16,7 +16,7 @@ use std::{
     collections::{HashSet, VecDeque},
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -51,11 +51,18 @@ pub(crate) fn now_ms() -> u32 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
-/// The jobs a connection is attached to and the topics it is subscribed to.
+/// The jobs a connection is attached to and the topics it subscribed to (its own user topic
+/// aside: see [`Conn::in_own_topic`]).
 #[derive(Default)]
 pub(crate) struct Held {
     pub jobs: HashSet<String>,
     pub topics: HashSet<String>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.topics.is_empty()
+    }
 }
 
 /// A local connection.
@@ -68,9 +75,13 @@ pub struct Conn {
     capacity: u32,
     /// When the peer last sent anything (`now_ms`).
     last_seen: AtomicU32,
-    // Keep this struct within 240 bytes: with the `Arc` counts it then fits jemalloc's 256-byte
-    // class (a census of live allocations showed 8 bytes more put it in the 320-byte one).
-    pub(crate) held: Mutex<Held>,
+    /// Subscribed to its user's topic: every connection is from the start, so this is not
+    /// kept in `held` (an idle connection then holds no `Held` at all).
+    pub(crate) in_own_topic: AtomicBool,
+    /// Made on the first attachment or subscription, freed when the last one goes.
+    // Keep this struct within 176 bytes: with the `Arc` counts it then fits jemalloc's 192-byte
+    // class (a census of live allocations once showed 8 bytes more moving it up a class).
+    held: Mutex<Option<Box<Held>>>,
 }
 
 impl Conn {
@@ -87,6 +98,7 @@ impl Conn {
             }),
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             last_seen: AtomicU32::new(now_ms()),
+            in_own_topic: AtomicBool::new(false),
             held: Mutex::default(),
         })
     }
@@ -192,23 +204,56 @@ impl Conn {
         o.waker = None;
     }
 
-    /// Number of jobs attached.
-    pub fn job_count(&self) -> usize {
-        self.held.lock().jobs.len()
+    /// Adds to what the connection holds (made if missing).
+    pub(crate) fn hold<R>(&self, f: impl FnOnce(&mut Held) -> R) -> R {
+        let mut slot = self.held.lock();
+        let held = slot.get_or_insert_with(Box::default);
+        let r = f(held);
+        if held.is_empty() {
+            *slot = None;
+        }
+        r
     }
 
-    /// Number of topics subscribed.
+    /// Takes from what the connection holds (freed once empty); `None` if it holds nothing.
+    pub(crate) fn unhold<R>(&self, f: impl FnOnce(&mut Held) -> R) -> Option<R> {
+        let mut slot = self.held.lock();
+        let held = slot.as_mut()?;
+        let r = f(held);
+        if held.is_empty() {
+            *slot = None;
+        }
+        Some(r)
+    }
+
+    /// Takes everything the connection holds (it is going away).
+    pub(crate) fn take_held(&self) -> Held {
+        self.held.lock().take().map(|h| *h).unwrap_or_default()
+    }
+
+    /// Whether `topic` is this connection's user topic.
+    pub fn is_own_topic(&self, topic: &str) -> bool {
+        jobcast_protocol::topics::is_user_topic(topic, &self.user)
+    }
+
+    /// Number of jobs attached.
+    pub fn job_count(&self) -> usize {
+        self.held.lock().as_ref().map_or(0, |h| h.jobs.len())
+    }
+
+    /// Number of topics subscribed, its own user topic included.
     pub fn topic_count(&self) -> usize {
-        self.held.lock().topics.len()
+        let own = usize::from(self.in_own_topic.load(Ordering::Relaxed));
+        own + self.held.lock().as_ref().map_or(0, |h| h.topics.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn conn_fits_a_256_byte_allocation() {
+    fn conn_fits_a_192_byte_allocation() {
         // The `Arc` adds 16 bytes; see the note on `Conn::held`.
-        assert!(std::mem::size_of::<super::Conn>() <= 240);
+        assert!(std::mem::size_of::<super::Conn>() <= 176);
     }
 
     use super::*;

@@ -95,13 +95,17 @@ impl Hub {
     /// it was subscribed to, with whether no local connection is subscribed to it any more.
     pub fn remove_conn(&self, conn: &Conn) -> Vec<(String, bool)> {
         self.conns.remove(&conn.id);
-        let jobs: Vec<String> = conn.held.lock().jobs.drain().collect();
-        for job in jobs {
+        let held = conn.take_held();
+        for job in held.jobs {
             self.remove_attachment(&job, conn.id);
         }
-        let topics: Vec<String> = conn.held.lock().topics.drain().collect();
-        topics
+        let own = conn
+            .in_own_topic
+            .swap(false, Ordering::Relaxed)
+            .then(|| jobcast_protocol::topics::user_topic(&conn.user));
+        held.topics
             .into_iter()
+            .chain(own)
             .map(|t| {
                 let last = self.remove_subscriber(&t, conn.id);
                 (t, last)
@@ -140,7 +144,7 @@ impl Hub {
             called_at,
             held: Some((Vec::new(), false)),
         });
-        conn.held.lock().jobs.insert(job_id.to_owned());
+        conn.hold(|h| h.jobs.insert(job_id.to_owned()));
         Attach::Held
     }
 
@@ -163,7 +167,7 @@ impl Hub {
             list.swap_remove(pos);
             let empty = list.is_empty();
             drop(list);
-            conn.held.lock().jobs.remove(job_id);
+            conn.unhold(|h| h.jobs.remove(job_id));
             if empty {
                 self.jobs.remove_if(job_id, |_, l| l.is_empty());
             }
@@ -182,7 +186,7 @@ impl Hub {
             Some(a.request_id)
         };
         self.jobs.remove_if(job_id, |_, l| l.is_empty());
-        conn.held.lock().jobs.remove(job_id);
+        conn.unhold(|h| h.jobs.remove(job_id));
         taken
     }
 
@@ -243,7 +247,7 @@ impl Hub {
             list.retain(|a| {
                 let keep = a.held.is_some();
                 if !keep {
-                    a.conn.held.lock().jobs.remove(job_id);
+                    a.conn.unhold(|h| h.jobs.remove(job_id));
                 }
                 keep
             });
@@ -259,8 +263,17 @@ impl Hub {
     /// returns `(newly subscribed, first local subscriber)`. Subscribing again only updates
     /// `watches_presence`.
     pub fn subscribe(&self, topic: &str, conn: &Arc<Conn>, watches_presence: bool) -> (bool, bool) {
-        let mut list = self.topics.entry(topic.to_owned()).or_default();
-        if !conn.held.lock().topics.insert(topic.to_owned()) {
+        // Most topics are one user's, with one subscriber per device.
+        let mut list = self
+            .topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| Vec::with_capacity(1));
+        let new = if conn.is_own_topic(topic) {
+            !conn.in_own_topic.swap(true, Ordering::Relaxed)
+        } else {
+            conn.hold(|h| h.topics.insert(topic.to_owned()))
+        };
+        if !new {
             if let Some(s) = list.iter_mut().find(|s| s.conn.id == conn.id) {
                 s.watches_presence = watches_presence;
             }
@@ -275,7 +288,12 @@ impl Hub {
 
     /// Unsubscribes; returns `(was subscribed, no local subscriber left)`.
     pub fn unsubscribe(&self, topic: &str, conn: &Conn) -> (bool, bool) {
-        if !conn.held.lock().topics.remove(topic) {
+        let was = if conn.is_own_topic(topic) {
+            conn.in_own_topic.swap(false, Ordering::Relaxed)
+        } else {
+            conn.unhold(|h| h.topics.remove(topic)) == Some(true)
+        };
+        if !was {
             return (false, false);
         }
         (true, self.remove_subscriber(topic, conn.id))

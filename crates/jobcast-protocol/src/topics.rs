@@ -5,7 +5,15 @@ pub const MAX_TOPIC_LEN: usize = 256;
 
 /// The topic every connection of user `sub` is subscribed to.
 pub fn user_topic(sub: &str) -> String {
-    format!("user:{sub}")
+    format!("{USER_TOPIC_PREFIX}{sub}")
+}
+
+/// What every [`user_topic`] starts with.
+pub const USER_TOPIC_PREFIX: &str = "user:";
+
+/// Whether `topic` is the [`user_topic`] of `sub`, without building it.
+pub fn is_user_topic(topic: &str, sub: &str) -> bool {
+    topic.strip_prefix(USER_TOPIC_PREFIX) == Some(sub)
 }
 
 /// Checks a topic name: 1–256 bytes, no whitespace or control characters, no `*`.

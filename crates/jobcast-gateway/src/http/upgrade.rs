@@ -158,7 +158,7 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
     };
     let conn = Conn::new(
         gw.hub.next_conn_id(),
-        claims.sub.as_str().into(),
+        ticket.user().clone(),
         gw.config.outbound_queue,
     );
     let cx = Arc::new(ConnCtx {

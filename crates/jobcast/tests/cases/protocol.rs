@@ -726,6 +726,24 @@ pub async fn topics_and_user_pushes(backend: Backend) {
     assert_eq!(r["result"]["delivered"], 3);
     assert_eq!(b.recv().await["params"]["data"], "to all my devices");
     assert_eq!(b2.recv().await["params"]["data"], "to all my devices");
+    // The own user topic can be left and joined again, and joining it twice delivers once.
+    b2.call("rpc.unsubscribe", json!({"topic": "user:bob"}))
+        .await;
+    b.call("rpc.subscribe", json!({"topic": "user:bob"})).await;
+    let r = b3
+        .call("rpc.publish", json!({"topic": "user:bob", "data": "two"}))
+        .await;
+    assert_eq!(r["result"]["delivered"], 2, "{r}");
+    assert_eq!(b.recv().await["params"]["data"], "two");
+    b2.call("rpc.subscribe", json!({"topic": "user:bob"})).await;
+    let r = b3
+        .call("rpc.publish", json!({"topic": "user:bob", "data": "three"}))
+        .await;
+    assert_eq!(r["result"]["delivered"], 3, "{r}");
+    for ws in [&mut b, &mut b2] {
+        assert_eq!(ws.recv().await["params"]["data"], "three");
+        assert!(ws.try_recv(Duration::from_millis(100)).await.is_none());
+    }
     assert_eq!(
         a.call("rpc.unsubscribe", json!({"topic": "room:1"})).await["result"]["subscribed"],
         false
