@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 use store::Store;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the embedded backend.
@@ -50,6 +50,14 @@ impl EmbeddedConfig {
             max_open_jobs: 1_000_000,
         }
     }
+}
+
+/// What a change leaves to do after its lock is released.
+enum Pending {
+    /// Deliver these effects now.
+    Now(Effects),
+    /// The change's writes are being committed; its effects follow, and this resolves, then.
+    Committing(oneshot::Receiver<std::result::Result<(), String>>),
 }
 
 struct Inner {
@@ -123,7 +131,7 @@ impl Embedded {
             stopped: AtomicBool::new(false),
         });
         for (k, v) in fx.writes {
-            inner.store.write(k, v, false);
+            inner.store.write(k, v, None);
         }
         tracing::info!(jobs = restored, path = %inner.config.path.display(), "embedded store opened");
         let stop = CancellationToken::new();
@@ -146,28 +154,31 @@ impl Embedded {
 
     /// Runs `f` on the state under its lock and sends the resulting writes to the store in
     /// the same critical section, so the store sees changes in the order they happened.
+    /// With `durable`, the change's effects (events, waking claimers) wait for its writes to
+    /// be committed and then follow in commit order; otherwise they are due at once.
     fn change<T>(
         &self,
         durable: bool,
         f: impl FnOnce(&mut State) -> Result<(T, Effects)>,
-    ) -> Result<(T, Effects, Option<store::Ack>)> {
+    ) -> Result<(T, Pending)> {
         let mut st = self.inner.state.lock();
-        let (out, mut fx) = f(&mut st)?;
-        let ack = self.inner.send_writes(&mut fx, durable);
-        Ok((out, fx, ack))
+        let (out, fx) = f(&mut st)?;
+        Ok((out, self.inner.send_writes(fx, durable)))
     }
 
-    /// Waits for durability, then delivers events and wakes claimers.
-    async fn finish(&self, fx: Effects, ack: Option<store::Ack>) -> Result<()> {
-        if let Some(ack) = ack {
-            match ack.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Error::Storage(e)),
-                Err(_) => return Err(Error::Unavailable("store stopped".into())),
+    /// Delivers effects due now, or waits until committed ones were delivered.
+    async fn finish(&self, pending: Pending) -> Result<()> {
+        match pending {
+            Pending::Now(fx) => {
+                self.inner.deliver(fx);
+                Ok(())
             }
+            Pending::Committing(done) => match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::Storage(e)),
+                Err(_) => Err(Error::Unavailable("store stopped".into())),
+            },
         }
-        self.inner.deliver(fx);
-        Ok(())
     }
 
     fn check_open(&self) -> Result<()> {
@@ -187,17 +198,33 @@ impl Drop for Embedded {
 }
 
 impl Inner {
-    fn send_writes(&self, fx: &mut Effects, durable: bool) -> Option<store::Ack> {
-        let n = fx.writes.len();
-        let mut ack = None;
-        for (i, (k, v)) in fx.writes.drain(..).enumerate() {
-            let last = i + 1 == n;
-            let a = self.store.write(k, v, durable && last);
-            if last {
-                ack = a;
+    /// Sends a change's writes to the store. Durable ones carry the change's effects, which
+    /// the store's writer delivers once they are committed, in commit order, so events reach
+    /// gateways in the order their changes became durable (a worker's results come out in the
+    /// order it recorded them, even when several are committed together).
+    fn send_writes(self: &Arc<Self>, mut fx: Effects, durable: bool) -> Pending {
+        let writes = std::mem::take(&mut fx.writes);
+        if !durable || writes.is_empty() {
+            for (k, v) in writes {
+                self.store.write(k, v, None);
             }
+            return Pending::Now(fx);
         }
-        ack
+        let (tx, rx) = oneshot::channel();
+        let inner = self.clone();
+        let mut then: Option<store::Then> = Some(Box::new(move |r: &Result<(), String>| {
+            if r.is_ok() {
+                inner.deliver(fx);
+            }
+            let _ = tx.send(r.clone());
+        }));
+        let n = writes.len();
+        for (i, (k, v)) in writes.into_iter().enumerate() {
+            let last = i + 1 == n;
+            self.store
+                .write(k, v, if last { then.take() } else { None });
+        }
+        Pending::Committing(rx)
     }
 
     fn deliver(&self, fx: Effects) {
@@ -228,7 +255,7 @@ async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        let mut fx = {
+        let pending = {
             let mut st = inner.state.lock();
             let due = st.next_due().is_some_and(|t| t <= now);
             let mut fx = if due {
@@ -242,11 +269,11 @@ async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
                 let purged = st.purge(cutoff, 10_000);
                 fx.writes.extend(purged.writes);
             }
-            inner.send_writes(&mut fx, false);
-            fx
+            inner.send_writes(fx, false)
         };
-        fx.writes.clear();
-        inner.deliver(fx);
+        if let Pending::Now(fx) = pending {
+            inner.deliver(fx);
+        }
     }
 }
 
@@ -255,8 +282,21 @@ impl JobQueue for Embedded {
     async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
         self.check_open()?;
         let max = self.inner.config.max_open_jobs;
-        let (out, fx, ack) = self.change(true, |st| st.enqueue(job, listener, now_ms(), max))?;
-        self.finish(fx, ack).await?;
+        // Workers may start the job while its record is being committed: only the caller's
+        // answer (`job.accepted`) waits for durability. The job's outcome is committed after
+        // its record (the store keeps order), so no result is ever shown for a job that a
+        // crash would forget; a job that ran but whose record a crash lost was never
+        // acknowledged, and runs again if its caller submits it again (docs/decisions.md).
+        let mut wake = false;
+        let (out, pending) = self.change(true, |st| {
+            let (out, mut fx) = st.enqueue(job, listener, now_ms(), max)?;
+            wake = std::mem::take(&mut fx.wake);
+            Ok((out, fx))
+        })?;
+        if wake {
+            self.inner.work.notify_waiters();
+        }
+        self.finish(pending).await?;
         Ok(out)
     }
 
@@ -269,8 +309,8 @@ impl JobQueue for Embedded {
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
-        let (out, fx, ack) = self.change(true, |st| Ok(st.cancel(job_id, now_ms())))?;
-        self.finish(fx, ack).await?;
+        let (out, pending) = self.change(true, |st| Ok(st.cancel(job_id, now_ms())))?;
+        self.finish(pending).await?;
         Ok(out)
     }
 
@@ -289,9 +329,9 @@ impl JobQueue for Embedded {
             let notified = self.inner.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (jobs, fx, ack) =
+            let (jobs, pending) =
                 self.change(false, |st| Ok(st.claim(methods, max, lease_ms, now_ms())))?;
-            self.finish(fx, ack).await?;
+            self.finish(pending).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
             }
@@ -310,25 +350,25 @@ impl JobQueue for Embedded {
     }
 
     async fn progress(&self, lease: &Lease, progress: Box<RawValue>) -> Result<()> {
-        let (_, fx, ack) = self.change(false, |st| Ok(((), st.progress(lease, progress)?)))?;
-        self.finish(fx, ack).await
+        let (_, pending) = self.change(false, |st| Ok(((), st.progress(lease, progress)?)))?;
+        self.finish(pending).await
     }
 
     async fn complete(&self, lease: &Lease, result: Box<RawValue>) -> Result<()> {
-        let (_, fx, ack) =
+        let (_, pending) =
             self.change(true, |st| Ok(((), st.complete(lease, result, now_ms())?)))?;
-        self.finish(fx, ack).await
+        self.finish(pending).await
     }
 
     async fn hand_back(&self, lease: &Lease) -> Result<()> {
-        let (_, fx, ack) = self.change(true, |st| Ok(((), st.hand_back(lease)?)))?;
-        self.finish(fx, ack).await
+        let (_, pending) = self.change(true, |st| Ok(((), st.hand_back(lease)?)))?;
+        self.finish(pending).await
     }
 
     async fn fail(&self, lease: &Lease, failure: AttemptFailure) -> Result<FailOutcome> {
         let unit = fastrand::f64();
-        let (out, fx, ack) = self.change(true, |st| st.fail(lease, failure, now_ms(), unit))?;
-        self.finish(fx, ack).await?;
+        let (out, pending) = self.change(true, |st| st.fail(lease, failure, now_ms(), unit))?;
+        self.finish(pending).await?;
         Ok(out)
     }
 
@@ -368,8 +408,8 @@ impl JobQueue for Embedded {
 
     async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
         self.check_open()?;
-        let (out, fx, ack) = self.change(true, |st| Ok(st.retry(job_id)))?;
-        self.finish(fx, ack).await?;
+        let (out, pending) = self.change(true, |st| Ok(st.retry(job_id)))?;
+        self.finish(pending).await?;
         Ok(out)
     }
 
@@ -377,8 +417,8 @@ impl JobQueue for Embedded {
         if !state.is_terminal() {
             return Ok(0);
         }
-        let (n, fx, ack) = self.change(true, |st| Ok(st.purge_state(state, before_ms)))?;
-        self.finish(fx, ack).await?;
+        let (n, pending) = self.change(true, |st| Ok(st.purge_state(state, before_ms)))?;
+        self.finish(pending).await?;
         Ok(n)
     }
 

@@ -1,6 +1,6 @@
 //! Durable storage of job records in a redb file, with group commit: one writer thread takes
 //! every pending write, applies them in one transaction, commits once (one fsync) and then
-//! acknowledges all of them.
+//! runs each write's follow-up, in the order the writes were made.
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::{collections::HashMap, path::Path, sync::Arc, thread};
@@ -8,14 +8,15 @@ use tokio::sync::oneshot;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
-/// Acknowledgement that a write is durable (or that it failed).
-pub type Ack = oneshot::Receiver<Result<(), String>>;
+/// What runs once a write is committed (or its commit failed), on the writer thread, in the
+/// order the writes were made.
+pub type Then = Box<dyn FnOnce(&Result<(), String>) + Send>;
 
 enum Op {
     Write {
         key: String,
         value: Option<Vec<u8>>,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        then: Option<Then>,
     },
     Flush(oneshot::Sender<Result<(), String>>),
     Stop,
@@ -58,33 +59,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Queues a write (`None` deletes). With `durable`, returns an acknowledgement that
-    /// resolves once the write is committed.
-    pub fn write(&self, key: String, value: Option<Vec<u8>>, durable: bool) -> Option<Ack> {
-        let (ack_tx, ack_rx) = if durable {
-            let (t, r) = oneshot::channel();
-            (Some(t), Some(r))
-        } else {
-            (None, None)
-        };
-        if self
-            .tx
-            .send(Op::Write {
-                key,
-                value,
-                ack: ack_tx,
-            })
-            .is_err()
-        {
+    /// Queues a write (`None` deletes); `then` runs once it is committed.
+    pub fn write(&self, key: String, value: Option<Vec<u8>>, then: Option<Then>) {
+        if self.tx.send(Op::Write { key, value, then }).is_err() {
             tracing::error!("store writer is gone");
         }
-        ack_rx
     }
 }
 
 impl Store {
     /// Resolves once every write queued before it is committed.
-    pub fn flush(&self) -> Ack {
+    pub fn flush(&self) -> oneshot::Receiver<Result<(), String>> {
         let (t, r) = oneshot::channel();
         let _ = self.tx.send(Op::Flush(t));
         r
@@ -99,7 +84,7 @@ impl Drop for Store {
 
 fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
     let mut pending: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-    let mut acks = Vec::new();
+    let mut acks: Vec<Then> = Vec::new();
     loop {
         // Block for the first op, then take everything else already queued: one commit for all.
         let mut stop = false;
@@ -111,12 +96,16 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
             stop |= absorb(op, &mut pending, &mut acks);
         }
         if !pending.is_empty() || !acks.is_empty() {
+            let started = std::time::Instant::now();
+            metrics::histogram!("jobcast_store_commit_writes").record(pending.len() as f64);
             let result = commit(&db, &mut pending).map_err(|e| {
                 tracing::error!(error = %e, "job store commit failed");
                 e
             });
-            for ack in acks.drain(..) {
-                let _: Result<_, _> = oneshot::Sender::send(ack, result.clone());
+            metrics::histogram!("jobcast_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            for then in acks.drain(..) {
+                then(&result);
             }
         }
         if stop {
@@ -125,19 +114,17 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
     }
 }
 
-fn absorb(
-    op: Op,
-    pending: &mut HashMap<String, Option<Vec<u8>>>,
-    acks: &mut Vec<oneshot::Sender<Result<(), String>>>,
-) -> bool {
+fn absorb(op: Op, pending: &mut HashMap<String, Option<Vec<u8>>>, acks: &mut Vec<Then>) -> bool {
     match op {
-        Op::Write { key, value, ack } => {
+        Op::Write { key, value, then } => {
             pending.insert(key, value);
-            acks.extend(ack);
+            acks.extend(then);
             false
         }
         Op::Flush(ack) => {
-            acks.push(ack);
+            acks.push(Box::new(move |r: &Result<(), String>| {
+                let _ = ack.send(r.clone());
+            }));
             false
         }
         Op::Stop => true,

@@ -5,12 +5,16 @@ use crate::{
     context::Context,
     handler::{BoxedHandler, HandlerError, boxed},
 };
+use futures_util::FutureExt;
 use jobcast_core::{AttemptFailure, ClaimedJob, JobQueue, Lease, MethodInfo, WorkerAnnouncement};
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Outcomes that may wait to be recorded per handler slot.
+const OUTCOMES_PER_SLOT: usize = 16;
 
 /// Tunables of a worker.
 #[derive(Debug, Clone)]
@@ -174,6 +178,14 @@ impl Worker {
         ));
 
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        // Outcomes being recorded. A handler that is done gives its slot to the next job
+        // while its outcome is recorded (a durable commit or a round trip, often longer than
+        // a short handler); outcomes are small and recorded in batches, so more of them may
+        // wait than handlers run, but not without bound, so a stalled store still stops the
+        // worker.
+        let recording = Arc::new(Semaphore::new(
+            self.config.concurrency.saturating_mul(OUTCOMES_PER_SLOT),
+        ));
         let jobs = TaskTracker::new();
         tracing::info!(worker_id = %self.config.worker_id, ?methods, concurrency = self.config.concurrency, "worker started");
         loop {
@@ -223,11 +235,18 @@ impl Worker {
                         cancel: job.cancel.clone(),
                     },
                 );
-                let (queue, handler, running) =
-                    (self.queue.clone(), handler.clone(), running.clone());
+                let (queue, handler, running, recording) = (
+                    self.queue.clone(),
+                    handler.clone(),
+                    running.clone(),
+                    recording.clone(),
+                );
                 jobs.spawn(async move {
-                    execute(queue, handler, job, &running).await;
+                    let (end, lease, n) = attempt(&queue, handler, job, &running).await;
+                    let recording = recording.acquire_owned().await;
                     drop(permit);
+                    report(&queue, &lease, n, end).await;
+                    drop(recording);
                 });
             }
         }
@@ -311,18 +330,26 @@ async fn heartbeat(
     }
 }
 
-/// Runs one attempt: the handler in its own task (so a timeout or cancellation aborts it at
-/// its next await, and a panic becomes a failure), then reports the outcome.
-async fn execute(
-    queue: Arc<dyn JobQueue>,
+/// How an attempt's handler ended.
+enum End {
+    Done(Result<Box<serde_json::value::RawValue>, HandlerError>),
+    Panicked(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one attempt: the handler, stopped by its timeout or a cancellation, a panic becoming a
+/// failure. The job leaves the running set when the
+/// handler is done. Returns how it ended, with the lease and attempt number to report with.
+async fn attempt(
+    queue: &Arc<dyn JobQueue>,
     handler: BoxedHandler,
     job: ClaimedJob,
     running: &Mutex<HashMap<String, Running>>,
-) {
+) -> (End, Lease, u32) {
     let waited_ms = jobcast_core::now_ms().saturating_sub(job.due_at_ms);
     metrics::histogram!("jobcast_job_wait_seconds").record(waited_ms as f64 / 1000.0);
     let started = std::time::Instant::now();
-    let method = job.method.clone();
     let ctx = Context {
         lease: job.lease.clone(),
         queue: queue.clone(),
@@ -330,30 +357,24 @@ async fn execute(
         attempt: job.attempt,
         attempts: job.attempts,
     };
-    let mut task = tokio::spawn(handler(ctx, job.params));
+    // The handler runs inside this task, not in one of its own: a timeout or cancellation
+    // drops it (it stops at its next await, as an aborted task would) and a panic is caught
+    // and becomes a failure, without a second task to schedule for every job.
+    let run = std::panic::AssertUnwindSafe(handler(ctx, job.params)).catch_unwind();
     let timeout = async {
         match job.timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    enum End {
-        Done(Result<Box<serde_json::value::RawValue>, HandlerError>),
-        Panicked(String),
-        TimedOut,
-        Cancelled,
-    }
     let end = tokio::select! {
-        r = &mut task => match r {
+        r = run => match r {
             Ok(r) => End::Done(r),
-            Err(e) => End::Panicked(e.to_string()),
+            Err(panic) => End::Panicked(panic_message(&*panic)),
         },
         _ = timeout => End::TimedOut,
         _ = job.cancel.cancelled() => End::Cancelled,
     };
-    if !task.is_finished() {
-        task.abort();
-    }
     // The handler is done: from here the lease is only needed for the report, which releases
     // it. Leaving the running set now keeps the heartbeat from renewing it meanwhile and then
     // reporting it "lost" once the report has released it.
@@ -364,9 +385,22 @@ async fn execute(
         End::TimedOut => "timed_out",
         End::Cancelled => "cancelled",
     };
-    metrics::histogram!("jobcast_job_run_seconds", "method" => method, "outcome" => outcome)
+    metrics::histogram!("jobcast_job_run_seconds", "method" => job.method, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    let lease = &job.lease;
+    (end, job.lease, job.attempt)
+}
+
+/// The message a panic carried, when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_owned())
+}
+
+/// Records attempt `n`'s outcome, which releases its lease.
+async fn report(queue: &Arc<dyn JobQueue>, lease: &Lease, n: u32, end: End) {
     let reported = match end {
         End::Done(Ok(result)) => queue.complete(lease, result).await,
         End::Done(Err(e)) => queue
@@ -390,7 +424,7 @@ async fn execute(
             .await
             .map(drop),
         End::TimedOut => {
-            tracing::info!(job_id = %lease.job_id, attempt = job.attempt, "attempt timed out; handler stopped");
+            tracing::info!(job_id = %lease.job_id, attempt = n, "attempt timed out; handler stopped");
             queue.fail(lease, AttemptFailure::TimedOut).await.map(drop)
         }
         End::Cancelled => Ok(()),
