@@ -201,7 +201,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Leaves the hub, then ends the WebSocket: echoes the peer's close, or sends ours and
     /// waits briefly for the peer's reply so the close handshake completes.
     async fn finish(self, end: End) {
-        let Self { cx, mut ws, .. } = self;
+        let Self {
+            cx, mut ws, tasks, ..
+        } = self;
+        // Requests still being served stop here, before the connection leaves the hub.
+        drop(tasks);
         // Free what was queued for this connection now, not after the close handshake (a slow
         // consumer's queue can be large, and it is not reading its close frame either).
         cx.conn.shut(CloseCode::Normal, "closed");

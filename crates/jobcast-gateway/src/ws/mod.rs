@@ -127,9 +127,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         codec::encode_close(code, reason, &mut self.out);
     }
 
-    /// Whether frames are queued (for example a pong answering a ping just read).
+    /// Whether frames are queued (for example a pong answering a ping just read) and not yet
+    /// written and flushed.
     pub fn wants_flush(&self) -> bool {
-        self.written < self.out.len()
+        !self.out.is_empty()
     }
 
     /// Writes everything queued, then frees the buffer.
@@ -147,11 +148,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.out.capacity() > 0 {
-            self.out = Vec::new();
-            self.written = 0;
+        // Everything is written, but a TLS stream may hold some of it until it is flushed: the
+        // buffer stays until then, so `wants_flush` keeps saying so.
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.out = Vec::new();
+                self.written = 0;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
         }
-        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 
