@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod presence;
+mod records;
 mod state;
 mod store;
 

@@ -3,6 +3,7 @@
 //! time). Pure and synchronous; every change returns the [`Effects`] the caller must apply
 //! (records to persist, events to deliver).
 
+use crate::records::Records;
 use jobcast_core::{
     AttemptFailure, Cancelled, Enqueued, FailOutcome, JobError, JobEvent, JobSnapshot, JobState,
     Lease, NewJob, QueueCounts, Retried,
@@ -45,6 +46,31 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A queued record with nothing else set.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            method: "m".to_owned(),
+            params: RawValue::NULL.to_owned(),
+            owner: String::new(),
+            request_id: None,
+            options: JobOptions::default(),
+            state: JobState::Queued,
+            progress: None,
+            attempt: 0,
+            stalls: 0,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            run_at: 0,
+            seq: 0,
+            result: None,
+            error: None,
+            listeners: Vec::new(),
+        }
+    }
+
     fn snapshot(&self) -> JobSnapshot {
         JobSnapshot {
             job_id: self.id.clone(),
@@ -128,7 +154,7 @@ fn make_ready(ready: &mut ReadyIndex, rec: &mut JobRecord, seq: u64) {
 /// All jobs and their indexes.
 #[derive(Default)]
 pub struct State {
-    jobs: HashMap<String, JobRecord>,
+    jobs: Records,
     ready: ReadyIndex,
     delayed: BTreeSet<(u64, u64, String)>,
     active: HashMap<String, ActiveLease>,
@@ -159,7 +185,7 @@ impl State {
                 fx.persist(&rec);
             }
             s.index(&rec, now);
-            s.jobs.insert(rec.id.clone(), rec);
+            s.jobs.insert(rec);
         }
         fx.wake = true;
         (s, fx)
@@ -274,7 +300,7 @@ impl State {
             duplicate: false,
             owner: rec.owner.clone(),
         };
-        self.jobs.insert(rec.id.clone(), rec);
+        self.jobs.insert(rec);
         Ok((out, fx))
     }
 
@@ -651,7 +677,7 @@ impl State {
                 self.ended
                     .iter()
                     .map(|(_, id)| id)
-                    .filter(move |id| self.jobs.get(*id).is_some_and(|r| r.state == state)),
+                    .filter(move |id| self.jobs.get(id).is_some_and(|r| r.state == state)),
             ),
         };
         ids.skip(offset)
