@@ -69,9 +69,10 @@ bench() {
   local label=$1 system=$2 round=$3
   shift 3
   log "$label / $system / round $round: jobcast bench $*"
-  local out
-  out=$("$JOBCAST" bench "$@" --json --jwt-secret "$SECRET" 2>"$WORK/bench.err" | tail -n 1) || true
-  if [ -z "$out" ]; then out='{"error":"no result"}'; cat "$WORK/bench.err" >&2; fi
+  local out err="$RUN_DIR/bench-$label-$system-$round.err"
+  # Each run's warnings (a failed connect says why) are kept beside the servers' logs.
+  out=$("$JOBCAST" bench "$@" --json --jwt-secret "$SECRET" 2>"$err" | tail -n 1) || true
+  if [ -z "$out" ]; then out='{"error":"no result"}'; cat "$err" >&2; fi
   python3 - "$label" "$system" "$round" "$out" >>"$RESULTS" <<'PY'
 import json, sys
 label, system, rnd, line = sys.argv[1:5]
