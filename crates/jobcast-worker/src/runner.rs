@@ -21,7 +21,8 @@ const OUTCOMES_PER_SLOT: usize = 16;
 pub struct WorkerConfig {
     /// Unique id (defaults to `w-<random>`).
     pub worker_id: String,
-    /// Jobs run at once.
+    /// Handlers running at once (a job whose handler returned no longer holds a place while
+    /// its outcome is recorded).
     pub concurrency: usize,
     /// Lease length; renewed every third of it.
     pub lease: Duration,
@@ -115,7 +116,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Sets how many jobs run at once (at least 1).
+    /// Sets how many handlers run at once (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n.max(1);
         self

@@ -95,7 +95,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// Jobs run at once.
+    /// Handlers running at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
     /// Serve only these demo methods (comma-separated) [default: all].

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ServeArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
-    /// Jobs the demo worker runs at once.
+    /// Handlers the demo worker runs at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     pub worker_concurrency: usize,
     /// How long ended jobs and their results are kept.
