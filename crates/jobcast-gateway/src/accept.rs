@@ -71,12 +71,15 @@ async fn connection(
     }
     let limit = gw.config.handshake_timeout;
     match &gw.config.tls {
-        None => http(tcp, peer, app, limit, stop).await,
+        None => http(tcp, peer, app, limit, None, stop).await,
         Some(tls) => {
-            let Some(stream) = tls_handshake(tls, tcp, peer, limit).await else {
+            // One deadline for the TLS handshake and the first request head together, so a
+            // slow TLS handshake does not earn the request head a fresh `limit`.
+            let deadline = tokio::time::Instant::now() + limit;
+            let Some(stream) = tls_handshake(tls, tcp, peer, deadline).await else {
                 return;
             };
-            http(stream, peer, app, limit, stop).await;
+            http(stream, peer, app, limit, Some(deadline), stop).await;
         }
     }
 }
@@ -85,9 +88,9 @@ async fn tls_handshake(
     tls: &Tls,
     tcp: TcpStream,
     peer: SocketAddr,
-    limit: Duration,
+    deadline: tokio::time::Instant,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
+    match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -103,8 +106,16 @@ async fn tls_handshake(
     }
 }
 
-async fn http<I>(io: I, peer: SocketAddr, app: Router, limit: Duration, stop: CancellationToken)
-where
+/// Serves HTTP/1.1 on `io`. A request head must arrive within `limit` (each one, so idle
+/// keep-alive connections close too); the first one also by `first_head_by` when given.
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    limit: Duration,
+    first_head_by: Option<tokio::time::Instant>,
+    stop: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Whether a request head ever arrived: a deadline passing before that is a stalled
@@ -123,12 +134,31 @@ where
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let first_head = async {
+        match first_head_by {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(first_head);
+    let mut armed = first_head_by.is_some();
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.cancelled() => {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = &mut first_head, if armed => {
+                if !served.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "no request head by the handshake deadline");
+                    metrics::counter!("jobcast_handshakes_failed_total", "reason" => "timeout")
+                        .increment(1);
+                    return;
+                }
+                armed = false;
+            }
         }
     };
     if let Err(e) = result {

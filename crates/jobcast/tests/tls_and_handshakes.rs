@@ -235,6 +235,41 @@ async fn stalled_tls_handshakes_are_closed() {
 }
 
 #[tokio::test]
+async fn one_deadline_covers_the_tls_handshake_and_the_first_request_head() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = write_cert(certs.path());
+    let s = Server::start(&[
+        "--tls-cert",
+        certs.path().join("cert.pem").to_str().unwrap(),
+        "--tls-key",
+        certs.path().join("key.pem").to_str().unwrap(),
+        "--handshake-timeout",
+        "2s",
+    ]);
+    // Connects, waits most of the deadline, finishes the TLS handshake, then says nothing.
+    let started = Instant::now();
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let name = ServerName::IpAddress(s.addr.ip().into());
+    let mut tls = TlsConnector::from(client_config(&ca))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("the server kept the connection open");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // Closed by the one deadline (2 s after connecting), not 2 s after the TLS handshake
+    // (3.5 s): the margin allows for a slow machine.
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_millis(3000),
+        "closed after {closed_after:?}"
+    );
+}
+
+#[tokio::test]
 async fn slow_request_bodies_get_408() {
     let s = Server::start(&["--request-timeout", "1s", "--api-key", "k"]);
     let mut c = TcpStream::connect(s.addr).await.unwrap();
