@@ -54,11 +54,12 @@ impl EmbeddedConfig {
 }
 
 /// What a change leaves to do after its lock is released.
-enum Pending {
-    /// Deliver these effects now.
-    Now(Effects),
-    /// The change's writes are being committed; its effects follow, and this resolves, then.
-    Committing(oneshot::Receiver<std::result::Result<(), String>>),
+struct Pending {
+    /// Effects due now.
+    now: Effects,
+    /// For a durable change, resolves once its writes are committed and the rest of its
+    /// effects delivered.
+    committed: Option<oneshot::Receiver<std::result::Result<(), String>>>,
 }
 
 struct Inner {
@@ -155,8 +156,9 @@ impl Embedded {
 
     /// Runs `f` on the state under its lock and sends the resulting writes to the store in
     /// the same critical section, so the store sees changes in the order they happened.
-    /// With `durable`, the change's effects (events, waking claimers) wait for its writes to
-    /// be committed and then follow in commit order; otherwise they are due at once.
+    /// With `durable`, the change's events wait for its writes to be committed and then
+    /// follow in commit order; otherwise they are due at once. Claimers are woken at once
+    /// either way: whatever they do is committed after the change.
     fn change<T>(
         &self,
         durable: bool,
@@ -167,18 +169,16 @@ impl Embedded {
         Ok((out, self.inner.send_writes(fx, durable)))
     }
 
-    /// Delivers effects due now, or waits until committed ones were delivered.
+    /// Delivers the effects due now, then waits for a durable change's commit.
     async fn finish(&self, pending: Pending) -> Result<()> {
-        match pending {
-            Pending::Now(fx) => {
-                self.inner.deliver(fx);
-                Ok(())
-            }
-            Pending::Committing(done) => match done.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Error::Storage(e)),
-                Err(_) => Err(Error::Unavailable("store stopped".into())),
-            },
+        self.inner.deliver(pending.now);
+        let Some(committed) = pending.committed else {
+            return Ok(());
+        };
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Storage(e)),
+            Err(_) => Err(Error::Unavailable("store stopped".into())),
         }
     }
 
@@ -199,33 +199,40 @@ impl Drop for Embedded {
 }
 
 impl Inner {
-    /// Sends a change's writes to the store. Durable ones carry the change's effects, which
+    /// Sends a change's writes to the store. Durable ones carry the change's events, which
     /// the store's writer delivers once they are committed, in commit order, so events reach
     /// gateways in the order their changes became durable (a worker's results come out in the
-    /// order it recorded them, even when several are committed together).
+    /// order it recorded them, even when several are committed together). A new job is thus
+    /// claimable while its record commits: only its caller's answer waits.
     fn send_writes(self: &Arc<Self>, mut fx: Effects, durable: bool) -> Pending {
-        let writes = std::mem::take(&mut fx.writes);
-        if !durable || writes.is_empty() {
-            for (k, v) in writes {
-                self.store.write(k, v, None);
-            }
-            return Pending::Now(fx);
+        let mut writes = std::mem::take(&mut fx.writes);
+        let last = if durable { writes.pop() } else { None };
+        for (k, v) in writes {
+            self.store.write(k, v, None);
         }
+        let Some((k, v)) = last else {
+            return Pending {
+                now: fx,
+                committed: None,
+            };
+        };
+        let now = Effects {
+            wake: std::mem::take(&mut fx.wake),
+            ..Effects::default()
+        };
         let (tx, rx) = oneshot::channel();
         let inner = self.clone();
-        let mut then: Option<store::Then> = Some(Box::new(move |r: &Result<(), String>| {
+        let then: store::Then = Box::new(move |r: &std::result::Result<(), String>| {
             if r.is_ok() {
                 inner.deliver(fx);
             }
             let _ = tx.send(r.clone());
-        }));
-        let n = writes.len();
-        for (i, (k, v)) in writes.into_iter().enumerate() {
-            let last = i + 1 == n;
-            self.store
-                .write(k, v, if last { then.take() } else { None });
+        });
+        self.store.write(k, v, Some(then));
+        Pending {
+            now,
+            committed: Some(rx),
         }
-        Pending::Committing(rx)
     }
 
     fn deliver(&self, fx: Effects) {
@@ -272,9 +279,7 @@ async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
             }
             inner.send_writes(fx, false)
         };
-        if let Pending::Now(fx) = pending {
-            inner.deliver(fx);
-        }
+        inner.deliver(pending.now);
     }
 }
 
@@ -283,20 +288,11 @@ impl JobQueue for Embedded {
     async fn enqueue(&self, job: NewJob, listener: &str) -> Result<Enqueued> {
         self.check_open()?;
         let max = self.inner.config.max_open_jobs;
-        // Workers may start the job while its record is being committed: only the caller's
-        // answer (`job.accepted`) waits for durability. The job's outcome is committed after
-        // its record (the store keeps order), so no result is ever shown for a job that a
-        // crash would forget; a job that ran but whose record a crash lost was never
-        // acknowledged, and runs again if its caller submits it again (docs/decisions.md).
-        let mut wake = false;
-        let (out, pending) = self.change(true, |st| {
-            let (out, mut fx) = st.enqueue(job, listener, now_ms(), max)?;
-            wake = std::mem::take(&mut fx.wake);
-            Ok((out, fx))
-        })?;
-        if wake {
-            self.inner.work.notify_waiters();
-        }
+        // Workers may start the job while its record is being committed (see `send_writes`).
+        // Its outcome is committed after its record (the store keeps order), so no result is
+        // shown for a job that a crash would forget; a job that ran but whose record a crash
+        // lost was never acknowledged (docs/decisions.md).
+        let (out, pending) = self.change(true, |st| st.enqueue(job, listener, now_ms(), max))?;
         self.finish(pending).await?;
         Ok(out)
     }

@@ -18,7 +18,8 @@ enum Op {
         value: Option<Vec<u8>>,
         then: Option<Then>,
     },
-    Flush(oneshot::Sender<Result<(), String>>),
+    /// Runs once every write queued before it is committed.
+    After(Then),
     Stop,
 }
 
@@ -71,7 +72,10 @@ impl Store {
     /// Resolves once every write queued before it is committed.
     pub fn flush(&self) -> oneshot::Receiver<Result<(), String>> {
         let (t, r) = oneshot::channel();
-        let _ = self.tx.send(Op::Flush(t));
+        let then: Then = Box::new(move |result| {
+            let _ = t.send(result.clone());
+        });
+        let _ = self.tx.send(Op::After(then));
         r
     }
 }
@@ -84,18 +88,18 @@ impl Drop for Store {
 
 fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
     let mut pending: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-    let mut acks: Vec<Then> = Vec::new();
+    let mut thens: Vec<Then> = Vec::new();
     loop {
         // Block for the first op, then take everything else already queued: one commit for all.
         let mut stop = false;
         match rx.recv() {
-            Ok(op) => stop |= absorb(op, &mut pending, &mut acks),
+            Ok(op) => stop |= absorb(op, &mut pending, &mut thens),
             Err(_) => stop = true,
         }
         while let Ok(op) = rx.try_recv() {
-            stop |= absorb(op, &mut pending, &mut acks);
+            stop |= absorb(op, &mut pending, &mut thens);
         }
-        if !pending.is_empty() || !acks.is_empty() {
+        if !pending.is_empty() || !thens.is_empty() {
             let started = std::time::Instant::now();
             metrics::histogram!("jobcast_store_commit_writes").record(pending.len() as f64);
             let result = commit(&db, &mut pending).map_err(|e| {
@@ -104,7 +108,7 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
             });
             metrics::histogram!("jobcast_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
-            for then in acks.drain(..) {
+            for then in thens.drain(..) {
                 then(&result);
             }
         }
@@ -114,17 +118,15 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
     }
 }
 
-fn absorb(op: Op, pending: &mut HashMap<String, Option<Vec<u8>>>, acks: &mut Vec<Then>) -> bool {
+fn absorb(op: Op, pending: &mut HashMap<String, Option<Vec<u8>>>, thens: &mut Vec<Then>) -> bool {
     match op {
         Op::Write { key, value, then } => {
             pending.insert(key, value);
-            acks.extend(then);
+            thens.extend(then);
             false
         }
-        Op::Flush(ack) => {
-            acks.push(Box::new(move |r: &Result<(), String>| {
-                let _ = ack.send(r.clone());
-            }));
+        Op::After(then) => {
+            thens.push(then);
             false
         }
         Op::Stop => true,

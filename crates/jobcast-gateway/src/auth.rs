@@ -9,7 +9,7 @@
 
 pub mod keys;
 
-use jobcast_protocol::topics::{any_matches, user_topic};
+use jobcast_protocol::topics::{USER_TOPIC_PREFIX, any_matches, is_user_topic};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -102,12 +102,12 @@ impl Claims {
     }
 
     fn allowed(&self, patterns: Option<&Vec<String>>, topic: &str) -> bool {
-        if topic == user_topic(&self.sub) {
+        if is_user_topic(topic, &self.sub) {
             return true;
         }
         match patterns {
             Some(p) => any_matches(p, topic),
-            None => !topic.starts_with("user:"),
+            None => !topic.starts_with(USER_TOPIC_PREFIX),
         }
     }
 }

@@ -95,17 +95,12 @@ impl Hub {
     /// it was subscribed to, with whether no local connection is subscribed to it any more.
     pub fn remove_conn(&self, conn: &Conn) -> Vec<(String, bool)> {
         self.conns.remove(&conn.id);
-        let held = conn.take_held();
-        for job in held.jobs {
+        let (jobs, topics) = conn.take_all();
+        for job in jobs {
             self.remove_attachment(&job, conn.id);
         }
-        let own = conn
-            .in_own_topic
-            .swap(false, Ordering::Relaxed)
-            .then(|| jobcast_protocol::topics::user_topic(&conn.user));
-        held.topics
+        topics
             .into_iter()
-            .chain(own)
             .map(|t| {
                 let last = self.remove_subscriber(&t, conn.id);
                 (t, last)
@@ -144,7 +139,7 @@ impl Hub {
             called_at,
             held: Some((Vec::new(), false)),
         });
-        conn.hold(|h| h.jobs.insert(job_id.to_owned()));
+        conn.add_job(job_id);
         Attach::Held
     }
 
@@ -167,7 +162,7 @@ impl Hub {
             list.swap_remove(pos);
             let empty = list.is_empty();
             drop(list);
-            conn.unhold(|h| h.jobs.remove(job_id));
+            conn.remove_job(job_id);
             if empty {
                 self.jobs.remove_if(job_id, |_, l| l.is_empty());
             }
@@ -186,7 +181,7 @@ impl Hub {
             Some(a.request_id)
         };
         self.jobs.remove_if(job_id, |_, l| l.is_empty());
-        conn.unhold(|h| h.jobs.remove(job_id));
+        conn.remove_job(job_id);
         taken
     }
 
@@ -247,7 +242,7 @@ impl Hub {
             list.retain(|a| {
                 let keep = a.held.is_some();
                 if !keep {
-                    a.conn.unhold(|h| h.jobs.remove(job_id));
+                    a.conn.remove_job(job_id);
                 }
                 keep
             });
@@ -268,12 +263,7 @@ impl Hub {
             .topics
             .entry(topic.to_owned())
             .or_insert_with(|| Vec::with_capacity(1));
-        let new = if conn.is_own_topic(topic) {
-            !conn.in_own_topic.swap(true, Ordering::Relaxed)
-        } else {
-            conn.hold(|h| h.topics.insert(topic.to_owned()))
-        };
-        if !new {
+        if !conn.add_topic(topic) {
             if let Some(s) = list.iter_mut().find(|s| s.conn.id == conn.id) {
                 s.watches_presence = watches_presence;
             }
@@ -288,12 +278,7 @@ impl Hub {
 
     /// Unsubscribes; returns `(was subscribed, no local subscriber left)`.
     pub fn unsubscribe(&self, topic: &str, conn: &Conn) -> (bool, bool) {
-        let was = if conn.is_own_topic(topic) {
-            conn.in_own_topic.swap(false, Ordering::Relaxed)
-        } else {
-            conn.unhold(|h| h.topics.remove(topic)) == Some(true)
-        };
-        if !was {
+        if !conn.remove_topic(topic) {
             return (false, false);
         }
         (true, self.remove_subscriber(topic, conn.id))

@@ -99,73 +99,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.tasks.as_ref().map_or(0, FuturesUnordered::len)
     }
 
-    /// Moves frames both ways until the connection ends. Each round serves what was read,
-    /// drives the requests in flight, takes the outbox, writes, and reads; reading waits
-    /// while requests are at their bound or a write is blocked (the peer is not reading, so
-    /// its outbox fills and closes it as a slow consumer). Returning `Pending`, every source
-    /// that could make progress has registered the task's waker.
+    /// Moves frames both ways until the connection ends, a round at a time (see
+    /// [`round`](Self::round)). Returning `Pending`, every source that could make progress has
+    /// registered the task's waker.
     fn poll_open(&mut self, c: &mut Context<'_>) -> Poll<End> {
-        let max_in_flight = self.cx.gw.config.max_in_flight;
         for _ in 0..ROUNDS_PER_POLL {
-            let mut progress = false;
-            while self.in_flight() < max_in_flight
-                && let Some(m) = self.inbox.pop_front()
-            {
-                if let Some(end) = self.serve(m) {
-                    return Poll::Ready(end);
-                }
-            }
-            if self.inbox.is_empty() && self.inbox.capacity() > 0 {
-                self.inbox = VecDeque::new();
-            }
-            if let Some(tasks) = &mut self.tasks {
-                while let Poll::Ready(Some(())) = tasks.poll_next_unpin(c) {
-                    progress = true;
-                }
-            }
-            // Frames are taken only once the socket has taken the last ones; a close request
-            // is seen either way.
-            match self.cx.conn.poll_out(c, !self.ws.wants_flush()) {
-                Poll::Ready(Err(close)) => return Poll::Ready(End::Close(close)),
-                Poll::Ready(Ok(out)) => {
-                    metrics::counter!("jobcast_messages_sent_total")
-                        .increment(out.frames.len() as u64);
-                    for f in &out.frames {
-                        self.ws.feed_text(f);
-                    }
-                    if out.ping {
-                        self.ws.feed_ping();
-                    }
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-            if self.ws.wants_flush() {
-                match self.ws.poll_flush(c) {
-                    Poll::Ready(Ok(())) => progress = true,
-                    Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
-                    Poll::Pending => {}
-                }
-            }
-            if self.inbox.is_empty() && self.in_flight() < max_in_flight && !self.ws.wants_flush() {
-                match self.ws.poll_read(c, &mut self.inbox) {
-                    Poll::Ready(Ok(true)) => {
-                        self.cx.conn.seen();
-                        progress = true;
-                    }
-                    Poll::Ready(Ok(false)) => return Poll::Ready(End::Gone),
-                    Poll::Ready(Err(ReadError::Violation(v))) => {
-                        return Poll::Ready(End::Close((v.code, v.reason)));
-                    }
-                    Poll::Ready(Err(ReadError::Io(e))) => {
-                        tracing::debug!(conn_id = self.cx.conn.id, error = %e, "read error");
-                        return Poll::Ready(End::Gone);
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if !progress {
-                return Poll::Pending;
+            match self.round(c) {
+                Err(end) => return Poll::Ready(end),
+                Ok(false) => return Poll::Pending,
+                Ok(true) => {}
             }
         }
         // Still busy: let other tasks run, then carry on.
@@ -173,8 +115,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Poll::Pending
     }
 
-    /// Serves one message read from the peer; `Some` when it ends the connection.
-    fn serve(&mut self, m: Incoming) -> Option<End> {
+    /// One round: serves what was read, drives the requests in flight, takes the outbox,
+    /// writes, and reads. Reading waits while requests are at their bound or a write is
+    /// blocked (the peer is not reading, so its outbox fills and closes it as a slow
+    /// consumer). Returns whether anything moved.
+    fn round(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
+        let max_in_flight = self.cx.gw.config.max_in_flight;
+        while self.in_flight() < max_in_flight
+            && let Some(m) = self.inbox.pop_front()
+        {
+            self.serve(m)?;
+        }
+        if self.inbox.is_empty() && self.inbox.capacity() > 0 {
+            self.inbox = VecDeque::new();
+        }
+        let mut progress = false;
+        if let Some(tasks) = &mut self.tasks {
+            while let Poll::Ready(Some(())) = tasks.poll_next_unpin(c) {
+                progress = true;
+            }
+        }
+        progress |= self.poll_outbox(c)?;
+        if self.ws.wants_flush() {
+            match self.ws.poll_flush(c) {
+                Poll::Ready(Ok(())) => progress = true,
+                Poll::Ready(Err(_)) => return Err(End::Gone),
+                Poll::Pending => {}
+            }
+        }
+        if self.inbox.is_empty() && self.in_flight() < max_in_flight && !self.ws.wants_flush() {
+            progress |= self.poll_read(c)?;
+        }
+        Ok(progress)
+    }
+
+    /// Takes what the outbox holds into the write buffer, once the socket has taken the last
+    /// of it; a close request is seen either way.
+    fn poll_outbox(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
+        match self.cx.conn.poll_out(c, !self.ws.wants_flush()) {
+            Poll::Ready(Err(close)) => Err(End::Close(close)),
+            Poll::Ready(Ok(out)) => {
+                metrics::counter!("jobcast_messages_sent_total").increment(out.frames.len() as u64);
+                for f in &out.frames {
+                    self.ws.feed_text(f);
+                }
+                if out.ping {
+                    self.ws.feed_ping();
+                }
+                Ok(true)
+            }
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Reads what the socket has into the inbox.
+    fn poll_read(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
+        match self.ws.poll_read(c, &mut self.inbox) {
+            Poll::Ready(Ok(true)) => {
+                self.cx.conn.seen();
+                Ok(true)
+            }
+            Poll::Ready(Ok(false)) => Err(End::Gone),
+            Poll::Ready(Err(ReadError::Violation(v))) => Err(End::Close((v.code, v.reason))),
+            Poll::Ready(Err(ReadError::Io(e))) => {
+                tracing::debug!(conn_id = self.cx.conn.id, error = %e, "read error");
+                Err(End::Gone)
+            }
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Serves one message read from the peer; `Err` when it ends the connection.
+    fn serve(&mut self, m: Incoming) -> Result<(), End> {
         let cx = &self.cx;
         match m {
             Incoming::Text(text) => {
@@ -193,9 +205,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 );
                 cx.conn.send(Bytes::from(err));
             }
-            Incoming::Close(_) => return Some(End::PeerClosed),
+            Incoming::Close(_) => return Err(End::PeerClosed),
         }
-        None
+        Ok(())
     }
 
     /// Leaves the hub, then ends the WebSocket: echoes the peer's close, or sends ours and

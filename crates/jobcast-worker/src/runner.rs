@@ -340,8 +340,8 @@ enum End {
 }
 
 /// Runs one attempt: the handler, stopped by its timeout or a cancellation, a panic becoming a
-/// failure. The job leaves the running set when the
-/// handler is done. Returns how it ended, with the lease and attempt number to report with.
+/// failure. The job leaves the running set when the handler is done. Returns how it ended,
+/// with the lease and attempt number to report with.
 async fn attempt(
     queue: &Arc<dyn JobQueue>,
     handler: BoxedHandler,

@@ -47,6 +47,40 @@ fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// A gateway serving TLS with a fresh self-signed certificate written to `dir`, with `extra`
+/// flags; returns it and the certificate's PEM.
+fn tls_server(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let ca = write_cert(dir);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    (Server::start(&args), ca)
+}
+
+/// A TLS connection to `addr` (by its IP), trusting only `ca_pem`.
+async fn tls_connect(addr: SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tls_over(tcp, addr, ca_pem).await
+}
+
+/// TLS over an open `tcp` to `addr`.
+async fn tls_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let name = ServerName::IpAddress(addr.ip().into());
+    TlsConnector::from(client_config(ca_pem))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
 async fn wss(addr: SocketAddr, sub: &str, ca_pem: &str) -> Result<Ws, tokio_websockets::Error> {
     let connector = tokio_websockets::Connector::Rustls(TlsConnector::from(client_config(ca_pem)));
     let uri = format!("wss://{addr}/ws?token={}", token(sub, None));
@@ -55,12 +89,7 @@ async fn wss(addr: SocketAddr, sub: &str, ca_pem: &str) -> Result<Ws, tokio_webs
 
 /// `GET path` over TLS; returns the response head and body.
 async fn https_get(addr: SocketAddr, path: &str, ca_pem: &str) -> String {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::IpAddress(addr.ip().into());
-    let mut tls = TlsConnector::from(client_config(ca_pem))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(addr, ca_pem).await;
     tls.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -89,15 +118,7 @@ async fn wss_eventually(addr: SocketAddr, ca_pem: &str) -> Ws {
 #[tokio::test]
 async fn wss_and_https_with_reload() {
     let certs = tempfile::tempdir().unwrap();
-    let first = write_cert(certs.path());
-    let cert = certs.path().join("cert.pem");
-    let key = certs.path().join("key.pem");
-    let s = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let (s, first) = tls_server(certs.path(), &[]);
 
     // wss:// carries the protocol; https:// serves the HTTP routes.
     let mut ws = wss(s.addr, "alice", &first).await.unwrap();
@@ -131,7 +152,7 @@ async fn wss_and_https_with_reload() {
     wss_eventually(s.addr, &third).await;
 
     // A broken file is refused and the certificate in use stays.
-    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(certs.path().join("cert.pem"), "not a certificate").unwrap();
     s.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     wss(s.addr, "alice", &third).await.unwrap();
@@ -221,15 +242,7 @@ async fn stalled_handshakes_are_closed() {
 #[tokio::test]
 async fn stalled_tls_handshakes_are_closed() {
     let certs = tempfile::tempdir().unwrap();
-    write_cert(certs.path());
-    let s = Server::start(&[
-        "--tls-cert",
-        certs.path().join("cert.pem").to_str().unwrap(),
-        "--tls-key",
-        certs.path().join("key.pem").to_str().unwrap(),
-        "--handshake-timeout",
-        "1s",
-    ]);
+    let (s, _) = tls_server(certs.path(), &["--handshake-timeout", "1s"]);
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
     closed_within(&mut silent, Duration::from_secs(5)).await;
 }
@@ -237,24 +250,12 @@ async fn stalled_tls_handshakes_are_closed() {
 #[tokio::test]
 async fn one_deadline_covers_the_tls_handshake_and_the_first_request_head() {
     let certs = tempfile::tempdir().unwrap();
-    let ca = write_cert(certs.path());
-    let s = Server::start(&[
-        "--tls-cert",
-        certs.path().join("cert.pem").to_str().unwrap(),
-        "--tls-key",
-        certs.path().join("key.pem").to_str().unwrap(),
-        "--handshake-timeout",
-        "2s",
-    ]);
+    let (s, ca) = tls_server(certs.path(), &["--handshake-timeout", "2s"]);
     // Connects, waits most of the deadline, finishes the TLS handshake, then says nothing.
     let started = Instant::now();
     let tcp = TcpStream::connect(s.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let name = ServerName::IpAddress(s.addr.ip().into());
-    let mut tls = TlsConnector::from(client_config(&ca))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_over(tcp, s.addr, &ca).await;
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
         .await
