@@ -1,8 +1,12 @@
 //! The embedded backend: a durable job queue and an in-process bus in one process, with job
 //! records kept in a local redb file (group-committed; `enqueue` returns after the commit that
-//! holds the job). Nothing to install: this is what `jobcast serve` runs on.
+//! holds the job). Open jobs are held whole in memory; of an ended job, once its final record
+//! is committed, memory keeps only its state, end time and owner, and its record is read from
+//! the file when asked for. Ended jobs are purged past their retention or past the newest
+//! [`EmbeddedConfig::max_ended_jobs`]. Nothing to install: this is what `jobcast serve` runs on.
 #![warn(missing_docs)]
 
+mod codec;
 mod presence;
 mod records;
 mod state;
@@ -17,7 +21,7 @@ use jobcast_core::{
 use parking_lot::Mutex;
 use presence::PresenceBook;
 use serde_json::value::RawValue;
-use state::{Effects, JobRecord, State};
+use state::{Effects, JobRecord, Shown, State};
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
@@ -40,18 +44,29 @@ pub struct EmbeddedConfig {
     pub retention: Duration,
     /// Most jobs not yet ended; `enqueue` fails with [`Error::QueueFull`] past it.
     pub max_open_jobs: usize,
+    /// Most ended jobs kept; past it the oldest are purged before their retention ends.
+    pub max_ended_jobs: usize,
+    /// Most bytes of the file's pages cached in memory.
+    pub cache_bytes: usize,
 }
 
 impl EmbeddedConfig {
-    /// Defaults for a store at `path`: 24 h retention, one million open jobs.
+    /// Defaults for a store at `path`: 24 h retention, one million open jobs, one million
+    /// ended jobs, a 64 MiB page cache.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             retention: Duration::from_secs(24 * 3600),
             max_open_jobs: 1_000_000,
+            max_ended_jobs: 1_000_000,
+            cache_bytes: 64 << 20,
         }
     }
 }
+
+/// Most ended jobs purged under the state lock at one tick of the timer (every 20 ms), so a
+/// purge never holds the queue up for long; 100,000 a second at most.
+const PURGE_PER_TICK: usize = 2_000;
 
 /// What a change leaves to do after its lock is released.
 struct Pending {
@@ -107,18 +122,21 @@ impl Embedded {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
         }
-        let store = Store::open(&config.path).map_err(Error::Storage)?;
-        let mut records = Vec::new();
-        for (key, bytes) in store.load().map_err(Error::Storage)? {
-            match serde_json::from_slice::<JobRecord>(&bytes) {
-                Ok(r) => records.push(r),
+        let store = Store::open(&config.path, config.cache_bytes).map_err(Error::Storage)?;
+        let mut state = State::default();
+        let mut fx = Effects {
+            wake: true,
+            ..Effects::default()
+        };
+        store
+            .load(|key, bytes| match codec::decode(bytes) {
+                Ok(r) => state.restore(r, &mut fx),
                 Err(e) => {
                     tracing::error!(job_id = %key, error = %e, "skipping unreadable job record")
                 }
-            }
-        }
-        let restored = records.len();
-        let (state, fx) = State::restore(records, now_ms());
+            })
+            .map_err(Error::Storage)?;
+        let restored = state.len();
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             store,
@@ -182,6 +200,14 @@ impl Embedded {
         }
     }
 
+    /// A job as shown to clients, its record read from the store if memory holds only its end.
+    fn resolve(&self, shown: Shown) -> Result<Option<JobSnapshot>> {
+        match shown {
+            Shown::Snapshot(s) => Ok(Some(s)),
+            Shown::InStore(id) => Ok(self.inner.stored(&id)?.map(|r| r.snapshot())),
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.stopped.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("shutting down".into()));
@@ -199,11 +225,23 @@ impl Drop for Embedded {
 }
 
 impl Inner {
+    /// The committed record of `id`.
+    fn stored(&self, id: &str) -> Result<Option<JobRecord>> {
+        let Some(bytes) = self.store.get(id).map_err(Error::Storage)? else {
+            return Ok(None);
+        };
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Storage(format!("job {id}: unreadable record: {e}")))
+    }
+
     /// Sends a change's writes to the store. Durable ones carry the change's events, which
     /// the store's writer delivers once they are committed, in commit order, so events reach
     /// gateways in the order their changes became durable (a worker's results come out in the
     /// order it recorded them, even when several are committed together). A new job is thus
-    /// claimable while its record commits: only its caller's answer waits.
+    /// claimable while its record commits: only its caller's answer waits. Once committed, the
+    /// jobs the change ended are kept in memory as their end only; every change that ends a
+    /// job is durable.
     fn send_writes(self: &Arc<Self>, mut fx: Effects, durable: bool) -> Pending {
         let mut writes = std::mem::take(&mut fx.writes);
         let last = if durable { writes.pop() } else { None };
@@ -224,7 +262,11 @@ impl Inner {
         let inner = self.clone();
         let then: store::Then = Box::new(move |r: &std::result::Result<(), String>| {
             if r.is_ok() {
+                let ended = std::mem::take(&mut fx.ended);
                 inner.deliver(fx);
+                if !ended.is_empty() {
+                    inner.state.lock().keep_ended_only(&ended);
+                }
             }
             let _ = tx.send(r.clone());
         });
@@ -256,7 +298,6 @@ impl Inner {
 async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_purge = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -271,13 +312,11 @@ async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
             } else {
                 Effects::default()
             };
-            if last_purge.elapsed() >= Duration::from_secs(1) {
-                last_purge = Instant::now();
-                let cutoff = now.saturating_sub(inner.config.retention.as_millis() as u64);
-                let purged = st.purge(cutoff, 10_000);
-                fx.writes.extend(purged.writes);
-            }
-            inner.send_writes(fx, false)
+            let cutoff = now.saturating_sub(inner.config.retention.as_millis() as u64);
+            let purged = st.purge(cutoff, inner.config.max_ended_jobs, PURGE_PER_TICK);
+            fx.writes.extend(purged.writes);
+            // Durable: a lapse can end a job (see `send_writes`); nothing waits for it here.
+            inner.send_writes(fx, true)
         };
         inner.deliver(pending.now);
     }
@@ -302,7 +341,8 @@ impl JobQueue for Embedded {
     }
 
     async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
-        Ok(self.inner.state.lock().snapshot(job_id))
+        let shown = self.inner.state.lock().show(job_id);
+        shown.map_or(Ok(None), |s| self.resolve(s))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
@@ -400,12 +440,25 @@ impl JobQueue for Embedded {
     }
 
     async fn list(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobSnapshot>> {
-        Ok(self.inner.state.lock().list(state, offset, limit))
+        let shown = self.inner.state.lock().list(state, offset, limit);
+        let mut out = Vec::with_capacity(shown.len());
+        for s in shown {
+            // A job purged since the list was taken is left out.
+            out.extend(self.resolve(s)?);
+        }
+        Ok(out)
     }
 
     async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
         self.check_open()?;
-        let (out, pending) = self.change(true, |st| Ok(st.retry(job_id)))?;
+        // Reading the record under the state lock holds the queue up for one read; a retry
+        // is rare, and this way nothing can change the job between the read and the retry.
+        let load = |id: &str| {
+            self.inner
+                .stored(id)?
+                .ok_or_else(|| Error::Storage(format!("job {id}: record missing from the store")))
+        };
+        let (out, pending) = self.change(true, |st| st.retry(job_id, load))?;
         self.finish(pending).await?;
         Ok(out)
     }
@@ -554,11 +607,8 @@ mod tests {
         .await;
     }
 
-    #[tokio::test]
-    async fn survives_reopen_and_purges() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.redb");
-        let job = |id: &str| NewJob {
+    fn job(id: &str) -> NewJob {
+        NewJob {
             id: id.into(),
             method: "m".into(),
             params: jobcast_core::raw("[1]"),
@@ -566,7 +616,116 @@ mod tests {
             request_id: None,
             options: Default::default(),
             max_open_per_owner: 0,
-        };
+        }
+    }
+
+    async fn claim_one(e: &Embedded) -> ClaimedJob {
+        let mut c = e
+            .claim(
+                "w",
+                &["m".into()],
+                1,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1, "no job to claim");
+        c.remove(0)
+    }
+
+    fn held_whole(e: &Embedded, id: &str) -> bool {
+        e.inner.state.lock().holds_whole(id)
+    }
+
+    /// Ended jobs leave memory once committed, and everything that reads them reads the store:
+    /// snapshot, list, a duplicate call, cancel, retry, and a restart.
+    #[tokio::test]
+    async fn ended_jobs_are_read_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        {
+            let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();
+            e.enqueue(job("a"), "gw").await.unwrap();
+            e.enqueue(job("b"), "gw").await.unwrap();
+            let a = claim_one(&e).await;
+            assert!(held_whole(&e, "a"), "an open job is held whole");
+            e.complete(&a.lease, jobcast_core::raw("7")).await.unwrap();
+            let b = claim_one(&e).await;
+            let failure = AttemptFailure::Error {
+                message: "boom".into(),
+                retryable: false,
+            };
+            e.fail(&b.lease, failure).await.unwrap();
+            assert!(!held_whole(&e, "a") && !held_whole(&e, "b"));
+
+            let snap = e.snapshot("a").await.unwrap().unwrap();
+            assert_eq!(snap.state, JobState::Completed);
+            assert_eq!(snap.result.unwrap().get(), "7");
+            let listed = e.list(JobState::Failed, 0, 10).await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert!(listed[0].error.as_ref().unwrap().message.contains("boom"));
+            let dup = e.enqueue(job("a"), "gw2").await.unwrap();
+            assert!(dup.duplicate && dup.state == JobState::Completed && dup.owner == "u");
+            let c = e.cancel("a").await.unwrap().unwrap();
+            assert!(!c.cancelled && c.state == JobState::Completed);
+            assert_eq!(e.counts().await.unwrap().failed, 1);
+
+            let r = e.retry("b").await.unwrap().unwrap();
+            assert!(r.retried);
+            assert!(held_whole(&e, "b"), "a retried job is open again, whole");
+            let b = claim_one(&e).await;
+            assert_eq!((b.lease.job_id.as_str(), b.attempt), ("b", 1));
+            e.complete(&b.lease, jobcast_core::raw("8")).await.unwrap();
+            assert_eq!(e.counts().await.unwrap().failed, 0);
+            e.close().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();
+        assert!(
+            !held_whole(&e, "a") && !held_whole(&e, "b"),
+            "restored as ends"
+        );
+        let snap = e.snapshot("b").await.unwrap().unwrap();
+        assert_eq!(snap.result.unwrap().get(), "8");
+        assert_eq!(e.counts().await.unwrap().completed, 2);
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_the_newest_ended_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path().join("j.redb"));
+        cfg.max_ended_jobs = 3;
+        let e = Embedded::open(cfg).unwrap();
+        for i in 0..5 {
+            e.enqueue(job(&format!("j{i}")), "gw").await.unwrap();
+            let c = claim_one(&e).await;
+            e.complete(&c.lease, jobcast_core::raw("1")).await.unwrap();
+            // Distinct end times, so "oldest" is well defined.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            left.clear();
+            for i in 0..5 {
+                if e.snapshot(&format!("j{i}")).await.unwrap().is_some() {
+                    left.push(i);
+                }
+            }
+            if left.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(left, [2, 3, 4], "the two oldest go");
+        assert_eq!(e.counts().await.unwrap().completed, 3);
+        assert_eq!(e.job_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
         {
             let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();
             e.enqueue(job("a"), "gw").await.unwrap();

@@ -1,9 +1,10 @@
 //! The in-memory job state machine of the embedded backend: job records and the indexes over
 //! them (ready by method and priority, delayed by time, leases by deadline, ended jobs by end
 //! time). Pure and synchronous; every change returns the [`Effects`] the caller must apply
-//! (records to persist, events to deliver).
+//! (records to persist, events to deliver, ended jobs to keep only the end of once committed).
+//! An ended job whose record is only in the store is [`Shown::InStore`]; the caller reads it.
 
-use crate::records::Records;
+use crate::records::{Records, Slot};
 use jobcast_core::{
     AttemptFailure, Cancelled, Enqueued, FailOutcome, JobError, JobEvent, JobSnapshot, JobState,
     Lease, NewJob, QueueCounts, Retried,
@@ -71,7 +72,8 @@ impl JobRecord {
         }
     }
 
-    fn snapshot(&self) -> JobSnapshot {
+    /// What a client is shown of the job.
+    pub(crate) fn snapshot(&self) -> JobSnapshot {
         JobSnapshot {
             job_id: self.id.clone(),
             method: self.method.clone(),
@@ -107,14 +109,22 @@ pub struct Effects {
     pub events: Vec<(Vec<String>, JobEvent)>,
     /// New ready work appeared: wake claimers.
     pub wake: bool,
+    /// Jobs this change ended, with their numbering: once its writes are committed, only
+    /// their end need be kept in memory ([`State::keep_ended_only`]).
+    pub ended: Vec<(String, u64)>,
 }
 
 impl Effects {
     fn persist(&mut self, rec: &JobRecord) {
-        match serde_json::to_vec(rec) {
-            Ok(bytes) => self.writes.push((rec.id.clone(), Some(bytes))),
-            Err(e) => tracing::error!(job_id = %rec.id, error = %e, "cannot encode job"),
-        }
+        self.writes
+            .push((rec.id.clone(), Some(crate::codec::encode(rec))));
+    }
+
+    /// Persists an ended job, and says it ended.
+    fn persist_end(&mut self, rec: &JobRecord) {
+        self.persist(rec);
+        self.ended.push((rec.id.clone(), rec.seq));
+        self.finished(rec);
     }
 
     fn finished(&mut self, rec: &JobRecord) {
@@ -171,27 +181,40 @@ pub struct State {
     ended_counts: HashMap<JobState, u64>,
 }
 
+/// A job as the state can show it.
+pub enum Shown {
+    /// Its snapshot, from the record in memory.
+    Snapshot(JobSnapshot),
+    /// An ended job whose record is only in the store, by id.
+    InStore(String),
+}
+
 impl State {
-    /// Rebuilds the state from stored records. Jobs that were running when the process
-    /// stopped go back to the queue (their attempt is counted as a stall).
-    pub fn restore(records: Vec<JobRecord>, now: u64) -> (Self, Effects) {
-        let mut s = State::default();
-        let mut fx = Effects::default();
-        for mut rec in records {
-            s.seq = s.seq.max(rec.seq + 1);
-            if rec.state == JobState::Active {
-                rec.stalls += 1;
-                rec.state = JobState::Queued;
-                fx.persist(&rec);
-            }
-            s.index(&rec, now);
-            s.jobs.insert(rec);
+    /// Takes back one stored record. A job that was running when the process stopped goes
+    /// back to the queue (its attempt is counted as a stall); an ended one is kept as its end
+    /// only, its record being in the store.
+    pub fn restore(&mut self, mut rec: JobRecord, fx: &mut Effects) {
+        self.seq = self.seq.max(rec.seq + 1);
+        if rec.state == JobState::Active {
+            rec.stalls += 1;
+            rec.state = JobState::Queued;
+            fx.persist(&rec);
         }
-        fx.wake = true;
-        (s, fx)
+        self.index(&rec);
+        let (id, seq) = (rec.id.clone(), rec.seq);
+        self.jobs.insert(rec);
+        self.jobs.keep_ended_only(&id, seq);
     }
 
-    fn index(&mut self, rec: &JobRecord, _now: u64) {
+    /// Keeps only the end of these ended jobs (their final records are committed), unless a
+    /// job has been retried since (numbered anew).
+    pub fn keep_ended_only(&mut self, ended: &[(String, u64)]) {
+        for (id, seq) in ended {
+            self.jobs.keep_ended_only(id, *seq);
+        }
+    }
+
+    fn index(&mut self, rec: &JobRecord) {
         match rec.state {
             JobState::Queued => {
                 self.ready.entry(rec.method.clone()).or_default().insert((
@@ -246,16 +269,16 @@ impl State {
         max_open: usize,
     ) -> Result<(Enqueued, Effects), jobcast_core::Error> {
         let mut fx = Effects::default();
-        if let Some(rec) = self.jobs.get_mut(&job.id) {
-            if rec.owner == job.owner {
-                add_listener(rec, listener);
-            }
+        if let Some(slot) = self.jobs.slot(&job.id) {
             let out = Enqueued {
-                job_id: rec.id.clone(),
-                state: rec.state,
+                job_id: job.id,
+                state: slot.state(),
                 duplicate: true,
-                owner: rec.owner.clone(),
+                owner: slot.owner().to_owned(),
             };
+            if out.owner == job.owner {
+                self.listen(&out.job_id, listener);
+            }
             return Ok((out, fx));
         }
         if self.open_jobs >= max_open {
@@ -293,7 +316,7 @@ impl State {
         };
         fx.persist(&rec);
         fx.wake = !delayed;
-        self.index(&rec, now);
+        self.index(&rec);
         let out = Enqueued {
             job_id: rec.id.clone(),
             state: rec.state,
@@ -304,20 +327,21 @@ impl State {
         Ok((out, fx))
     }
 
-    /// Adds a listener to a job; false when unknown.
+    /// Adds a listener to a job (an ended job whose record is in the store has no more
+    /// events to hear); false when unknown.
     pub fn listen(&mut self, job_id: &str, listener: &str) -> bool {
-        match self.jobs.get_mut(job_id) {
-            Some(rec) => {
-                add_listener(rec, listener);
-                true
-            }
-            None => false,
+        if let Some(rec) = self.jobs.get_mut(job_id) {
+            add_listener(rec, listener);
         }
+        self.jobs.slot(job_id).is_some()
     }
 
-    /// The job's snapshot.
-    pub fn snapshot(&self, job_id: &str) -> Option<JobSnapshot> {
-        self.jobs.get(job_id).map(JobRecord::snapshot)
+    /// The job, as far as memory holds it.
+    pub fn show(&self, job_id: &str) -> Option<Shown> {
+        Some(match self.jobs.slot(job_id)? {
+            Slot::Whole(rec) => Shown::Snapshot(rec.snapshot()),
+            Slot::Stored(_) => Shown::InStore(job_id.to_owned()),
+        })
     }
 
     /// Moves due delayed jobs to ready and requeues jobs whose lease lapsed.
@@ -519,8 +543,7 @@ impl State {
         );
         *self.ended_counts.entry(state).or_default() += 1;
         self.ended.insert((now, id.to_owned()));
-        fx.persist(rec);
-        fx.finished(rec);
+        fx.persist_end(rec);
     }
 
     /// Puts a running job back in its place in the queue, its attempt not counted.
@@ -608,18 +631,23 @@ impl State {
     /// Cancels a job.
     pub fn cancel(&mut self, job_id: &str, now: u64) -> (Option<Cancelled>, Effects) {
         let mut fx = Effects::default();
-        let Some(rec) = self.jobs.get(job_id).cloned() else {
-            return (None, fx);
+        let state = match self.jobs.slot(job_id) {
+            None => return (None, fx),
+            Some(slot) => slot.state(),
         };
-        if rec.state.is_terminal() {
+        if state.is_terminal() {
             return (
                 Some(Cancelled {
                     cancelled: false,
-                    state: rec.state,
+                    state,
                 }),
                 fx,
             );
         }
+        // An open job's record is always held whole.
+        let Some(rec) = self.jobs.get(job_id).cloned() else {
+            return (None, fx);
+        };
         self.unindex_waiting(&rec);
         if let Some(a) = self.active.remove(job_id) {
             self.deadlines.remove(&(a.deadline, job_id.to_owned()));
@@ -643,19 +671,20 @@ impl State {
         )
     }
 
-    /// Removes up to `limit` ended jobs that ended before `cutoff`.
-    pub fn purge(&mut self, cutoff: u64, limit: usize) -> Effects {
+    /// Removes up to `limit` ended jobs, oldest first: those that ended before `cutoff`, and
+    /// any past the newest `keep`.
+    pub fn purge(&mut self, cutoff: u64, keep: usize, limit: usize) -> Effects {
         let mut fx = Effects::default();
         for _ in 0..limit {
             match self.ended.first() {
-                Some((t, _)) if *t < cutoff => {}
+                Some((t, _)) if *t < cutoff || self.ended.len() > keep => {}
                 _ => break,
             }
             let Some((_, id)) = self.ended.pop_first() else {
                 break;
             };
-            if let Some(rec) = self.jobs.remove(&id) {
-                let n = self.ended_counts.entry(rec.state).or_default();
+            if let Some(slot) = self.jobs.remove(&id) {
+                let n = self.ended_counts.entry(slot.state()).or_default();
                 *n = n.saturating_sub(1);
             }
             fx.writes.push((id, None));
@@ -664,7 +693,7 @@ impl State {
     }
 
     /// Jobs in `state`, in the order [`jobcast_core::JobQueue::list`] gives.
-    pub fn list(&self, state: JobState, offset: usize, limit: usize) -> Vec<JobSnapshot> {
+    pub fn list(&self, state: JobState, offset: usize, limit: usize) -> Vec<Shown> {
         let ids: Box<dyn Iterator<Item = &String>> = match state {
             JobState::Queued => {
                 let mut keys: Vec<&ReadyKey> = self.ready.values().flatten().collect();
@@ -677,38 +706,49 @@ impl State {
                 self.ended
                     .iter()
                     .map(|(_, id)| id)
-                    .filter(move |id| self.jobs.get(id).is_some_and(|r| r.state == state)),
+                    .filter(move |id| self.jobs.slot(id).is_some_and(|s| s.state() == state)),
             ),
         };
         ids.skip(offset)
             .take(limit)
-            .filter_map(|id| self.snapshot(id))
+            .filter_map(|id| self.show(id))
             .collect()
     }
 
-    /// Puts a failed or cancelled job back in the queue from its first attempt.
-    pub fn retry(&mut self, job_id: &str) -> (Option<Retried>, Effects) {
+    /// Puts a failed or cancelled job back in the queue from its first attempt. An ended job
+    /// whose record is only in the store is read with `load` first.
+    pub fn retry(
+        &mut self,
+        job_id: &str,
+        load: impl FnOnce(&str) -> Result<JobRecord, jobcast_core::Error>,
+    ) -> Result<(Option<Retried>, Effects), jobcast_core::Error> {
         let mut fx = Effects::default();
-        let Some(rec) = self.jobs.get(job_id) else {
-            return (None, fx);
+        let Some(slot) = self.jobs.slot(job_id) else {
+            return Ok((None, fx));
         };
-        if !matches!(rec.state, JobState::Failed | JobState::Cancelled) {
-            let state = rec.state;
-            return (
+        let state = slot.state();
+        if !matches!(state, JobState::Failed | JobState::Cancelled) {
+            return Ok((
                 Some(Retried {
                     retried: false,
                     state,
                 }),
                 fx,
-            );
+            ));
         }
+        if let Slot::Stored(_) = slot {
+            self.jobs.insert(load(job_id)?);
+        }
+        let Some(rec) = self.jobs.get(job_id) else {
+            return Ok((None, fx));
+        };
         let (old_state, ended_at) = (rec.state, rec.finished_at.unwrap_or(0));
         self.ended.remove(&(ended_at, job_id.to_owned()));
         let n = self.ended_counts.entry(old_state).or_default();
         *n = n.saturating_sub(1);
         let seq = self.next_seq();
         let Some(rec) = self.jobs.get_mut(job_id) else {
-            return (None, fx);
+            return Ok((None, fx));
         };
         rec.attempt = 0;
         rec.stalls = 0;
@@ -726,13 +766,13 @@ impl State {
         );
         fx.persist(rec);
         fx.wake = true;
-        (
+        Ok((
             Some(Retried {
                 retried: true,
                 state: JobState::Queued,
             }),
             fx,
-        )
+        ))
     }
 
     /// Deletes the ended jobs in `state` that ended before `before`; returns how many.
@@ -742,7 +782,7 @@ impl State {
             .ended
             .iter()
             .take_while(|(t, _)| *t < before)
-            .filter(|(_, id)| self.jobs.get(id).is_some_and(|r| r.state == state))
+            .filter(|(_, id)| self.jobs.slot(id).is_some_and(|s| s.state() == state))
             .cloned()
             .collect();
         for (t, id) in &doomed {
@@ -771,6 +811,12 @@ impl State {
     /// Number of stored jobs.
     pub fn len(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Whether the whole record of `id` is in memory.
+    #[cfg(test)]
+    pub fn holds_whole(&self, id: &str) -> bool {
+        self.jobs.get(id).is_some()
     }
 }
 

@@ -1,8 +1,8 @@
 //! Durable storage of job records in a redb file, with group commit: one writer thread takes
 //! every pending write, applies them in one transaction, commits once (one fsync) and then
-//! runs each write's follow-up, in the order the writes were made.
+//! runs each write's follow-up, in the order the writes were made. Reads see what is committed.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::{collections::HashMap, path::Path, sync::Arc, thread};
 use tokio::sync::oneshot;
 
@@ -30,9 +30,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and starts the writer thread.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::create(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    /// Opens (or creates) the database at `path`, with a page cache of at most `cache_bytes`,
+    /// and starts the writer thread.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, String> {
+        let db = Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
         let db = Arc::new(db);
         {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
@@ -48,16 +52,23 @@ impl Store {
         Ok(Self { tx, db })
     }
 
-    /// Every stored record.
-    pub fn load(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
+    /// Calls `f` with every stored record, in key order.
+    pub fn load(&self, mut f: impl FnMut(&str, &[u8])) -> Result<(), String> {
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
         for item in table.iter().map_err(|e| e.to_string())? {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
+            f(k.value(), v.value());
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The committed record of `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
+        let value = table.get(key).map_err(|e| e.to_string())?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// Queues a write (`None` deletes); `then` runs once it is committed.

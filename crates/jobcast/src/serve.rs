@@ -27,6 +27,12 @@ pub struct ServeArgs {
     /// Most jobs not yet ended; new calls get -32005 past it.
     #[arg(long, env = "JOBCAST_MAX_QUEUED", default_value_t = 1_000_000)]
     pub max_queued: usize,
+    /// Most ended jobs kept; past it the oldest are purged before their retention ends.
+    #[arg(long, env = "JOBCAST_MAX_ENDED", default_value_t = 1_000_000)]
+    pub max_ended: usize,
+    /// Memory for caching pages of the job store file, in MiB.
+    #[arg(long, env = "JOBCAST_STORE_CACHE_MIB", default_value_t = 64)]
+    pub store_cache_mib: usize,
 }
 
 /// Runs `serve`.
@@ -39,6 +45,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut store = EmbeddedConfig::new(gw.secret.data_dir.join("jobs.redb"));
     store.retention = args.retention;
     store.max_open_jobs = args.max_queued;
+    store.max_ended_jobs = args.max_ended;
+    store.cache_bytes = args.store_cache_mib << 20;
     let embedded = Embedded::open(store).context("opening the job store")?;
     let queue: Arc<dyn JobQueue> = Arc::new(embedded.clone());
     let bus: Arc<dyn Bus> = Arc::new(embedded.clone());
