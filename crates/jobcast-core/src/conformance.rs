@@ -69,6 +69,7 @@ where
     lapsed_lease_is_reclaimed(make().await).await;
     renewed_lease_is_kept(make().await).await;
     claim_filters_methods(make().await).await;
+    one_claim_takes_the_best_across_methods(make().await).await;
     method_registry(make().await).await;
     topics_reach_other_gateways_in_order(make().await).await;
     presence_and_reports(make().await).await;
@@ -507,6 +508,39 @@ pub async fn claim_filters_methods(b: Backend) {
         .unwrap();
     assert_eq!(some.len(), 1);
     assert_eq!(some[0].method, "a");
+}
+
+/// One claim over several methods takes the best jobs across all of them: highest priority
+/// first, then in the order they were submitted, whichever method they are of; a claim of
+/// fewer than are ready leaves the rest in their places.
+pub async fn one_claim_takes_the_best_across_methods(b: Backend) {
+    let mut ids = Vec::new();
+    for (method, priority) in [
+        ("a", 0u16),
+        ("b", 5),
+        ("c", 5),
+        ("a", 10),
+        ("b", 0),
+        ("c", 0),
+    ] {
+        let j = job(
+            method,
+            JobOptions {
+                priority,
+                ..Default::default()
+            },
+        );
+        ids.push(j.id.clone());
+        b.queue.enqueue(j, GW).await.unwrap();
+    }
+    let all = methods(&["a", "b", "c"]);
+    let mut order = Vec::new();
+    for max in [4, 5] {
+        let c = b.queue.claim("w", &all, max, LEASE, WAIT).await.unwrap();
+        order.extend(c.into_iter().map(|c| c.lease.job_id));
+    }
+    let want: Vec<String> = [3, 1, 2, 0, 4, 5].iter().map(|&i| ids[i].clone()).collect();
+    assert_eq!(order, want);
 }
 
 /// Announced methods are listed while the worker lives.

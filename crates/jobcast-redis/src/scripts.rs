@@ -57,7 +57,7 @@ impl Scripts {
     pub fn new() -> Self {
         Self {
             enqueue: with_prelude!("enqueue"),
-            claim: Script::new(include_str!("lua/claim.lua")),
+            claim: with_prelude!("claim"),
             renew: Script::new(include_str!("lua/renew.lua")),
             progress: with_prelude!("progress"),
             complete: with_prelude!("complete"),

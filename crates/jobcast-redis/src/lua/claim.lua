@@ -8,40 +8,52 @@
 local now = tonumber(ARGV[1])
 local n_methods = tonumber(ARGV[7])
 local out = {}
--- Pick the jobs: with one method, its best ones in one pop; with several, the best head each
--- time.
+-- Pick the jobs: with one method, its best ones in one pop. With several, read the best `want`
+-- of each method's ready set, merge them by score, and pop from each set as many as were taken
+-- from it (they are its head, in the order ZRANGE gave): one read and at most one pop per
+-- method and call, not one read of every method per job.
+local want = tonumber(ARGV[3])
 local ids = {}
 if n_methods == 1 then
   local popped = redis.call('ZPOPMIN', KEYS[2], ARGV[3])
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
 else
-  for _ = 1, tonumber(ARGV[3]) do
-    local best, best_score = nil, nil
+  local heads, pos, score, taken = {}, {}, {}, {}
+  for i = 2, n_methods + 1 do
+    heads[i] = redis.call('ZRANGE', KEYS[i], 0, want - 1, 'WITHSCORES')
+    pos[i], taken[i] = 1, 0
+    score[i] = tonumber(heads[i][2])
+  end
+  while #ids < want do
+    local best = nil
     for i = 2, n_methods + 1 do
-      local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-      if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-        best = i
-        best_score = tonumber(head[2])
-      end
+      if score[i] and (best == nil or score[i] < score[best]) then best = i end
     end
     if not best then break end
-    ids[#ids + 1] = redis.call('ZPOPMIN', KEYS[best])[1]
+    local p = pos[best]
+    ids[#ids + 1] = heads[best][p]
+    taken[best] = taken[best] + 1
+    pos[best] = p + 2
+    score[best] = tonumber(heads[best][p + 3])
+  end
+  for i = 2, n_methods + 1 do
+    if taken[i] > 0 then redis.call('ZPOPMIN', KEYS[i], int(taken[i])) end
   end
 end
-local deadline = string.format('%.0f', now + tonumber(ARGV[2]))
+local deadline = int(now + tonumber(ARGV[2]))
 for n, id in ipairs(ids) do
   local jk = ARGV[6] .. id
   local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra', 'a')
   local attempt = (tonumber(f[6]) or 0) + 1
   local tok = ARGV[5] .. n
-  redis.call('HSET', jk, 's', 'active', 'sa', ARGV[1], 'w', ARGV[4], 'tok', tok, 'a', attempt)
+  redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1], 'w', ARGV[4])
   redis.call('ZADD', KEYS[1], deadline, id)
   out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
 end
 for i = 2, n_methods + 1 do
   -- Jobs left: make sure a wake-up is pending for the other workers (at most one element).
   if redis.call('ZCARD', KEYS[i]) > 0 and redis.call('LLEN', KEYS[i + n_methods]) == 0 then
-    redis.call('LPUSH', KEYS[i + n_methods], 1)
+    redis.call('LPUSH', KEYS[i + n_methods], '1')
   end
 end
 return out

@@ -26,7 +26,7 @@ end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   redis.call('ZADD', KEYS[2], unpack(ended))
-  redis.call('INCRBY', KEYS[3], -#done)
-  redis.call('HINCRBY', KEYS[4], 'completed', #done)
+  redis.call('INCRBY', KEYS[3], int(-#done))
+  redis.call('HINCRBY', KEYS[4], 'completed', int(#done))
 end
 return out

@@ -44,11 +44,14 @@ for i = 8, #ARGV, 13 do
       local delay = tonumber(ARGV[i + 6])
       state = 'queued'
       if delay > 0 then state = 'delayed' end
-      local at = string.format('%.0f', now + delay)
-      redis.call('HSET', jk, 'm', method, 'p', ARGV[i + 2], 'o', owner, 'r', ARGV[i + 4],
-        'pr', priority, 'tmo', ARGV[i + 7], 'max', ARGV[i + 8], 'bkt', ARGV[i + 9],
-        'bkd', ARGV[i + 10], 'bkj', ARGV[i + 11], 's', state, 'a', 0, 'st', 0, 'c', ARGV[1],
-        'ra', at, 'seq', seq, 'g', gw)
+      local at = int(now + delay)
+      -- The fields every job's claim and end read and write come first: a small hash is one
+      -- list that Redis searches from the start for each field named. `tok` is '' until a
+      -- worker holds the job, as after it is released.
+      redis.call('HSET', jk, 's', state, 'tok', '', 'a', '0', 'g', gw, 'o', owner, 'm', method,
+        'p', ARGV[i + 2], 'max', ARGV[i + 8], 'tmo', ARGV[i + 7], 'ra', at, 'seq', int(seq),
+        'pr', priority, 'r', ARGV[i + 4], 'bkt', ARGV[i + 9], 'bkd', ARGV[i + 10],
+        'bkj', ARGV[i + 11], 'st', '0', 'c', ARGV[1])
       if delay > 0 then
         redis.call('ZADD', KEYS[1], at, id)
       else
@@ -60,5 +63,5 @@ for i = 8, #ARGV, 13 do
     end
   end
 end
-if opened > 0 then redis.call('INCRBY', KEYS[3], opened) end
+if opened > 0 then redis.call('INCRBY', KEYS[3], int(opened)) end
 return out

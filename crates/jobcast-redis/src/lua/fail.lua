@@ -17,9 +17,9 @@ if ARGV[4] == '1' and attempt < max then
   if f[3] == 'exponential' then delay = delay * 2 ^ math.min(attempt - 1, 40) end
   delay = math.min(delay, 86400000)
   delay = delay - math.floor(delay * (tonumber(f[5]) or 0) * tonumber(ARGV[6]))
-  local at = string.format('%.0f', now + delay)
+  local at = int(now + delay)
   local seq = redis.call('INCR', KEYS[8])
-  redis.call('HSET', KEYS[1], 'ra', at, 'seq', seq)
+  redis.call('HSET', KEYS[1], 'ra', at, 'seq', int(seq))
   if delay > 0 then
     redis.call('HSET', KEYS[1], 's', 'delayed')
     redis.call('ZADD', KEYS[6], at, ARGV[7])

@@ -1,19 +1,27 @@
 -- prelude: helpers shared by the scripts that open, requeue, end and publish jobs. It is
 -- prepended to each of them (scripts.rs), so every script sees the same definitions.
 
+-- An integer as its decimal text. Redis 7.0 turns a Lua number given to redis.call into text
+-- with printf's %.17g, and string.format's %.0f goes the same floating-point way: together
+-- they were about 9 % of Redis's CPU under load. %d prints the integer directly. Numbers given
+-- to redis.call on the hot paths go through here (all are integers below 2^53).
+local function int(n)
+  return string.format('%d', n)
+end
+
 -- Puts job `id` in its method's ready set behind every job of its priority, and wakes a worker
 -- blocked on the method's marker list. The marker holds at most one element: a wake-up already
 -- pending is not repeated.
 local function push_ready(ready_key, marker_key, id, priority, seq)
-  redis.call('ZADD', ready_key, string.format('%.0f', (1000 - tonumber(priority)) * 4398046511104 + seq), id)
+  redis.call('ZADD', ready_key, int((1000 - tonumber(priority)) * 4398046511104 + seq), id)
   if redis.call('LLEN', marker_key) == 0 then
-    redis.call('LPUSH', marker_key, 1)
+    redis.call('LPUSH', marker_key, '1')
   end
 end
 
 -- Marks job `id` (hash `jk`) queued with sequence number `seq` and puts it in the ready set.
 local function make_ready(ready_key, marker_key, jk, id, priority, seq)
-  redis.call('HSET', jk, 's', 'queued', 'seq', seq)
+  redis.call('HSET', jk, 's', 'queued', 'seq', int(seq))
   push_ready(ready_key, marker_key, id, priority, seq)
 end
 
@@ -21,7 +29,7 @@ end
 -- entry is removed at zero, so the hash holds only owners with open jobs).
 local function count_owner(owners_key, owner, delta)
   if owner and owner ~= '' then
-    if redis.call('HINCRBY', owners_key, owner, delta) <= 0 then
+    if redis.call('HINCRBY', owners_key, owner, int(delta)) <= 0 then
       redis.call('HDEL', owners_key, owner)
     end
   end
@@ -29,7 +37,7 @@ end
 
 -- Counts a job opening (+1) or ending (-1): the open-jobs counter and its owner's entry.
 local function count_open(open_key, owners_key, owner, delta)
-  redis.call('INCRBY', open_key, delta)
+  redis.call('INCRBY', open_key, int(delta))
   count_owner(owners_key, owner, delta)
 end
 
