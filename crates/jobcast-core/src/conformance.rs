@@ -70,6 +70,7 @@ where
     renewed_lease_is_kept(make().await).await;
     claim_filters_methods(make().await).await;
     one_claim_takes_the_best_across_methods(make().await).await;
+    one_claim_takes_thousands(make().await).await;
     method_registry(make().await).await;
     topics_reach_other_gateways_in_order(make().await).await;
     presence_and_reports(make().await).await;
@@ -541,6 +542,33 @@ pub async fn one_claim_takes_the_best_across_methods(b: Backend) {
     }
     let want: Vec<String> = [3, 1, 2, 0, 4, 5].iter().map(|&i| ids[i].clone()).collect();
     assert_eq!(order, want);
+}
+
+/// A claim may take more jobs at once than one script or transaction step is usually given
+/// (a worker with a concurrency in the thousands): every one is taken once, none is lost.
+pub async fn one_claim_takes_thousands(b: Backend) {
+    const N: usize = 5_000;
+    let mut submits = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let queue = b.queue.clone();
+        submits.spawn(async move { queue.enqueue(job("m", JobOptions::default()), GW).await });
+    }
+    while let Some(r) = submits.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let mut taken = std::collections::HashSet::new();
+    while taken.len() < N {
+        let c = b
+            .queue
+            .claim("w", &methods(&["m", "other"]), N, LEASE, WAIT)
+            .await
+            .unwrap();
+        assert!(!c.is_empty(), "jobs left unclaimed: {}", N - taken.len());
+        for c in c {
+            assert!(taken.insert(c.lease.job_id), "a job was taken twice");
+        }
+    }
+    assert_eq!(b.queue.counts().await.unwrap().active, N as u64);
 }
 
 /// Announced methods are listed while the worker lives.

@@ -4,7 +4,7 @@
 -- ARGV: 1 job id, 2 now ms, 3 inbox channel prefix, 4 ready key prefix {q}:ready:,
 --       5 worker control channel prefix {q}:ctl:
 -- Returns {1, 'cancelled'}, {0, state} when it had already ended, {-1, ''} when unknown.
-local f = redis.call('HMGET', KEYS[1], 's', 'm', 'w', 'a', 'o', 'g', 'gx')
+local f = redis.call('HMGET', KEYS[1], 's', 'm', 'w', 'a', 'o', 'g', 'gx', 'oc')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'completed' or state == 'failed' or state == 'cancelled' then return {0, state} end
@@ -20,7 +20,7 @@ end
 local err = cjson.encode({code = -32002, message = 'job cancelled', data = {attempts = tonumber(f[4]) or 0, reason = 'cancelled'}})
 redis.call('HSET', KEYS[1], 's', 'cancelled', 'err', err, 'f', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-count_open(KEYS[5], KEYS[8], f[5], -1)
+count_open(KEYS[5], KEYS[8], counted(f[5], f[8]), -1)
 redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
 publish_final(f[6], f[7], KEYS[2], ARGV[3], ARGV[1], 'err', err)
 return {1, 'cancelled'}

@@ -41,19 +41,21 @@ else
   end
 end
 local deadline = int(now + tonumber(ARGV[2]))
+-- Every job taken goes in the active set with the same deadline: one ZADD for all.
+local leases = {}
 for n, id in ipairs(ids) do
   local jk = ARGV[6] .. id
   local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra', 'a')
   local attempt = (tonumber(f[6]) or 0) + 1
   local tok = ARGV[5] .. n
   redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1], 'w', ARGV[4])
-  redis.call('ZADD', KEYS[1], deadline, id)
+  leases[#leases + 1] = deadline
+  leases[#leases + 1] = id
   out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
 end
+zadd_all(KEYS[1], leases)
 for i = 2, n_methods + 1 do
-  -- Jobs left: make sure a wake-up is pending for the other workers (at most one element).
-  if redis.call('ZCARD', KEYS[i]) > 0 and redis.call('LLEN', KEYS[i + n_methods]) == 0 then
-    redis.call('LPUSH', KEYS[i + n_methods], '1')
-  end
+  -- Jobs left: make sure a wake-up is pending for the other workers.
+  if redis.call('ZCARD', KEYS[i]) > 0 then wake(KEYS[i + n_methods]) end
 end
 return out

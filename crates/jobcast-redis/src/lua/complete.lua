@@ -10,10 +10,10 @@ local out, done, ended = {}, {}, {}
 for i = 5, #ARGV, 3 do
   local id, res = ARGV[i], ARGV[i + 2]
   local jk = ARGV[3] .. id
-  local f = redis.call('HMGET', jk, 'tok', 'o', 'g', 'gx')
+  local f = redis.call('HMGET', jk, 'tok', 'o', 'g', 'gx', 'oc')
   if f[1] == ARGV[i + 1] then
     redis.call('HSET', jk, 's', 'completed', 'res', res, 'f', now, 'tok', '')
-    count_owner(KEYS[5], f[2], -1)
+    count_owner(KEYS[5], counted(f[2], f[5]), -1)
     publish_final(f[3], f[4], ARGV[4] .. id, ARGV[2], id, 'ok', res)
     done[#done + 1] = id
     ended[#ended + 1] = now

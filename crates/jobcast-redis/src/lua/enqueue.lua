@@ -20,6 +20,9 @@ local open = tonumber(redis.call('GET', KEYS[3]) or '0')
 local opened = 0
 local seq = nil
 local out = {}
+-- Ready jobs by method, {score, id, ...}: one ZADD and one wake-up check per method and call
+-- (a call holds at most 64 jobs, lib.rs), not per job.
+local ready, methods = {}, {}
 for i = 8, #ARGV, 13 do
   local id, method, owner, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 5]
   local jk = ARGV[4] .. id
@@ -48,20 +51,34 @@ for i = 8, #ARGV, 13 do
       -- The fields every job's claim and end read and write come first: a small hash is one
       -- list that Redis searches from the start for each field named. `tok` is '' until a
       -- worker holds the job, as after it is released.
+      -- oc: counted against its owner's cap (see `counted`).
+      local oc = '0'
+      if owner_cap > 0 then oc = '1' end
       redis.call('HSET', jk, 's', state, 'tok', '', 'a', '0', 'g', gw, 'o', owner, 'm', method,
         'p', ARGV[i + 2], 'max', ARGV[i + 8], 'tmo', ARGV[i + 7], 'ra', at, 'seq', int(seq),
         'pr', priority, 'r', ARGV[i + 4], 'bkt', ARGV[i + 9], 'bkd', ARGV[i + 10],
-        'bkj', ARGV[i + 11], 'st', '0', 'c', ARGV[1])
+        'bkj', ARGV[i + 11], 'st', '0', 'c', ARGV[1], 'oc', oc)
       if delay > 0 then
         redis.call('ZADD', KEYS[1], at, id)
       else
-        push_ready(ARGV[6] .. method, ARGV[7] .. method, id, priority, seq)
+        local list = ready[method]
+        if not list then
+          list = {}
+          ready[method] = list
+          methods[#methods + 1] = method
+        end
+        list[#list + 1] = ready_score(priority, seq)
+        list[#list + 1] = id
       end
-      count_owner(KEYS[4], owner, 1)
+      if oc == '1' then count_owner(KEYS[4], owner, 1) end
       opened = opened + 1
       out[#out + 1] = {0, state, owner}
     end
   end
+end
+for _, method in ipairs(methods) do
+  zadd_all(ARGV[6] .. method, ready[method])
+  wake(ARGV[7] .. method)
 end
 if opened > 0 then redis.call('INCRBY', KEYS[3], int(opened)) end
 return out

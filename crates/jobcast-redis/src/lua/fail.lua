@@ -7,7 +7,7 @@
 -- Returns {1, run at ms} when retrying, {0, 0} when the job failed, {-1, 0} when the lease
 -- is not held.
 if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return {-1, 0} end
-local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o', 'g', 'gx')
+local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o', 'g', 'gx', 'oc')
 local attempt, max = tonumber(f[1]), tonumber(f[2])
 local now = tonumber(ARGV[5])
 redis.call('HDEL', KEYS[1], 'tok')
@@ -36,7 +36,7 @@ else
 end
 redis.call('HSET', KEYS[1], 's', 'failed', 'err', err, 'f', ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
-count_open(KEYS[5], KEYS[11], f[7], -1)
+count_open(KEYS[5], KEYS[11], counted(f[7], f[10]), -1)
 redis.call('HINCRBY', KEYS[10], 'failed', 1)
 publish_final(f[8], f[9], KEYS[2], ARGV[8], ARGV[7], 'err', err)
 return {0, 0}

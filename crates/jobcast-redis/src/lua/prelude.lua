@@ -9,20 +9,45 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- Puts job `id` in its method's ready set behind every job of its priority, and wakes a worker
--- blocked on the method's marker list. The marker holds at most one element: a wake-up already
--- pending is not repeated.
-local function push_ready(ready_key, marker_key, id, priority, seq)
-  redis.call('ZADD', ready_key, int((1000 - tonumber(priority)) * 4398046511104 + seq), id)
+-- ZADD of a list {score, member, ...}, in slices small enough for Lua's unpack (whose results
+-- must fit its stack: a claim may take as many jobs as a worker's concurrency).
+local function zadd_all(key, list)
+  for i = 1, #list, 2000 do
+    redis.call('ZADD', key, unpack(list, i, math.min(i + 1999, #list)))
+  end
+end
+
+-- A job's score in its method's ready set: by priority, then behind every job of its priority.
+local function ready_score(priority, seq)
+  return int((1000 - tonumber(priority)) * 4398046511104 + seq)
+end
+
+-- Wakes a worker blocked on a method's marker list. The marker holds at most one element: a
+-- wake-up already pending is not repeated.
+local function wake(marker_key)
   if redis.call('LLEN', marker_key) == 0 then
     redis.call('LPUSH', marker_key, '1')
   end
+end
+
+-- Puts job `id` in its method's ready set and wakes a worker for it.
+local function push_ready(ready_key, marker_key, id, priority, seq)
+  redis.call('ZADD', ready_key, ready_score(priority, seq), id)
+  wake(marker_key)
 end
 
 -- Marks job `id` (hash `jk`) queued with sequence number `seq` and puts it in the ready set.
 local function make_ready(ready_key, marker_key, jk, id, priority, seq)
   redis.call('HSET', jk, 's', 'queued', 'seq', int(seq))
   push_ready(ready_key, marker_key, id, priority, seq)
+end
+
+-- The owner a job is counted against, or nil: a job counts against its owner's cap of open jobs
+-- only when it was submitted under one (its hash then has field oc = '1'). Counting costs two
+-- commands per job, so jobs submitted without a cap skip it.
+local function counted(owner, oc)
+  if oc == '1' then return owner end
+  return nil
 end
 
 -- Counts a job of `owner` opening (+1) or ending (-1) in the open-jobs-per-owner hash (the

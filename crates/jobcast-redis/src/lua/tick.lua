@@ -25,7 +25,7 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', KEYS[2], id)
   local jk = ARGV[2] .. id
-  local f = redis.call('HMGET', jk, 'm', 'pr', 'w', 'a', 'o', 'g', 'gx')
+  local f = redis.call('HMGET', jk, 'm', 'pr', 'w', 'a', 'o', 'g', 'gx', 'oc')
   if f[1] then
     redis.call('HDEL', jk, 'tok')
     if f[3] then redis.call('PUBLISH', ARGV[8] .. f[3], 'l:' .. id) end
@@ -36,7 +36,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
         data = {attempts = tonumber(f[4]) or 0, reason = 'lease lost'}})
       redis.call('HSET', jk, 's', 'failed', 'err', err, 'f', now)
       redis.call('ZADD', KEYS[3], now, id)
-      count_open(KEYS[5], KEYS[7], f[5], -1)
+      count_open(KEYS[5], KEYS[7], counted(f[5], f[8]), -1)
       redis.call('HINCRBY', KEYS[6], 'failed', 1)
       publish_final(f[6], f[7], ARGV[9] .. id, ARGV[7], id, 'err', err)
     else
