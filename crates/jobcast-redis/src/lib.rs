@@ -46,18 +46,22 @@ pub struct RedisConfig {
     pub retention: Duration,
     /// Most jobs not yet ended.
     pub max_open_jobs: usize,
+    /// Most ended jobs kept; past it the oldest are purged before their retention ends.
+    pub max_ended_jobs: usize,
     /// How often workers promote delayed jobs, reclaim lapsed leases and purge.
     pub tick: Duration,
 }
 
 impl RedisConfig {
-    /// Defaults for `url`: queue `jobcast`, 24 h retention, one million open jobs, 50 ms tick.
+    /// Defaults for `url`: queue `jobcast`, 24 h retention, one million open jobs, one million
+    /// ended jobs, 50 ms tick.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             queue: "jobcast".into(),
             retention: Duration::from_secs(24 * 3600),
             max_open_jobs: 1_000_000,
+            max_ended_jobs: 1_000_000,
             tick: Duration::from_millis(50),
         }
     }
@@ -592,6 +596,7 @@ async fn ticker(b: RedisBackend) {
                     .arg(k.control_prefix())
                     .arg(k.listeners_prefix())
                     .arg(1000)
+                    .arg(b.inner.config.max_ended_jobs)
                     .invoke_async(&mut b.conn()),
             )
             .await;

@@ -32,6 +32,9 @@ pub struct RedisArgs {
     /// Most jobs not yet ended; new calls get -32005 past it.
     #[arg(long, env = "JOBCAST_MAX_QUEUED", default_value_t = 1_000_000)]
     pub max_queued: usize,
+    /// Most ended jobs kept; past it the oldest are purged before their retention ends.
+    #[arg(long, env = "JOBCAST_MAX_ENDED", default_value_t = 1_000_000)]
+    pub max_ended: usize,
 }
 
 impl RedisArgs {
@@ -40,6 +43,7 @@ impl RedisArgs {
         c.queue = self.queue.clone();
         c.retention = self.retention;
         c.max_open_jobs = self.max_queued;
+        c.max_ended_jobs = self.max_ended;
         RedisBackend::connect(c)
             .await
             .with_context(|| format!("connecting to {}", self.redis_url))

@@ -4,7 +4,8 @@
 -- KEYS[6] end counts   KEYS[7] open jobs per owner
 -- ARGV: 1 now ms, 2 job key prefix, 3 ready key prefix, 4 marker key prefix,
 --       5 retention cutoff ms, 6 max stalls, 7 inbox channel prefix,
---       8 worker control channel prefix, 9 listeners key prefix, 10 batch limit
+--       8 worker control channel prefix, 9 listeners key prefix, 10 batch limit,
+--       11 most ended jobs kept (past it the oldest are purged before their retention ends)
 -- Returns the number of jobs moved or purged.
 local now = ARGV[1]
 local limit = tonumber(ARGV[10])
@@ -46,11 +47,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
   moved = moved + 1
 end
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5], 'LIMIT', 0, limit)) do
-  redis.call('ZREM', KEYS[3], id)
+-- Deletes an ended job, already taken out of the ended set.
+local function purge(id)
   local state = redis.call('HGET', ARGV[2] .. id, 's')
-  if state then redis.call('HINCRBY', KEYS[6], state, -1) end
+  if state then redis.call('HINCRBY', KEYS[6], state, '-1') end
   redis.call('DEL', ARGV[2] .. id, ARGV[9] .. id)
   moved = moved + 1
+end
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5], 'LIMIT', 0, limit)) do
+  redis.call('ZREM', KEYS[3], id)
+  purge(id)
+end
+
+local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[11])
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[3], int(math.min(excess, limit)))
+  for i = 1, #popped, 2 do purge(popped[i]) end
 end
 return moved
