@@ -16,6 +16,10 @@ use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap},
 };
+
+/// The state's hash maps, on the hot path of every job: foldhash, as the job map
+/// (`records.rs`).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use tokio_util::sync::CancellationToken;
 
 /// How many times a job may lose its lease (worker or process crash) before it fails.
@@ -144,7 +148,7 @@ impl Effects {
 }
 
 type ReadyKey = (Reverse<u16>, u64, String);
-type ReadyIndex = HashMap<String, BTreeSet<ReadyKey>>;
+type ReadyIndex = Map<String, BTreeSet<ReadyKey>>;
 
 /// The job's place in the ready index: by method, highest priority first, then by sequence.
 fn ready_key(rec: &JobRecord) -> ReadyKey {
@@ -167,7 +171,7 @@ pub struct State {
     jobs: Records,
     ready: ReadyIndex,
     delayed: BTreeSet<(u64, u64, String)>,
-    active: HashMap<String, ActiveLease>,
+    active: Map<String, ActiveLease>,
     deadlines: BTreeSet<(u64, String)>,
     ended: BTreeSet<(u64, String)>,
     seq: u64,
@@ -176,9 +180,9 @@ pub struct State {
     pub open_jobs: usize,
     /// Jobs not yet ended, by owner (owners with none are absent; jobs without one are not
     /// counted).
-    open_by_owner: HashMap<String, u32>,
+    open_by_owner: Map<String, u32>,
     /// Ended jobs kept, by state.
-    ended_counts: HashMap<JobState, u64>,
+    ended_counts: Map<JobState, u64>,
 }
 
 /// A job as the state can show it.
@@ -831,7 +835,7 @@ fn add_listener(rec: &mut JobRecord, listener: &str) {
 
 /// Counts a job opening or ending, in total and for its owner (owners reaching zero are
 /// removed, so the map holds only owners with open jobs).
-fn count_open(total: &mut usize, by_owner: &mut HashMap<String, u32>, owner: &str, opened: bool) {
+fn count_open(total: &mut usize, by_owner: &mut Map<String, u32>, owner: &str, opened: bool) {
     if opened {
         *total += 1;
     } else {
