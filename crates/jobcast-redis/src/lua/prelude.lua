@@ -43,11 +43,12 @@ local function make_ready(ready_key, marker_key, jk, id, priority, seq)
 end
 
 -- The owner a job is counted against, or nil: a job counts against its owner's cap of open jobs
--- only when it was submitted under one (its hash then has field oc = '1'). Counting costs two
--- commands per job, so jobs submitted without a cap skip it.
+-- only when it was submitted under one (field oc = '1'; '0' when not). Counting costs two
+-- commands per job, so jobs submitted without a cap skip it. A job without the field was
+-- submitted before it existed, when every job was counted.
 local function counted(owner, oc)
-  if oc == '1' then return owner end
-  return nil
+  if oc == '0' then return nil end
+  return owner
 end
 
 -- Counts a job of `owner` opening (+1) or ending (-1) in the open-jobs-per-owner hash (the
