@@ -200,12 +200,28 @@ impl Embedded {
         }
     }
 
-    /// A job as shown to clients, its record read from the store if memory holds only its end.
-    fn resolve(&self, shown: Shown) -> Result<Option<JobSnapshot>> {
-        match shown {
-            Shown::Snapshot(s) => Ok(Some(s)),
-            Shown::InStore(id) => Ok(self.inner.stored(&id)?.map(|r| r.snapshot())),
+    /// Jobs as shown to clients, in order, the records of those memory holds only the end of
+    /// read from the store on the blocking pool (a read may go to the disk), all in one go. A
+    /// job purged since it was shown is left out.
+    async fn resolve(&self, shown: Vec<Shown>) -> Result<Vec<JobSnapshot>> {
+        let reads = shown.iter().any(|s| matches!(s, Shown::InStore(_)));
+        let inner = self.inner.clone();
+        let resolve = move || {
+            let mut out = Vec::with_capacity(shown.len());
+            for s in shown {
+                match s {
+                    Shown::Snapshot(s) => out.push(s),
+                    Shown::InStore(id) => out.extend(inner.stored(&id)?.map(|r| r.snapshot())),
+                }
+            }
+            Ok(out)
+        };
+        if !reads {
+            return resolve();
         }
+        tokio::task::spawn_blocking(resolve)
+            .await
+            .map_err(|e| Error::Unavailable(format!("store read: {e}")))?
     }
 
     fn check_open(&self) -> Result<()> {
@@ -342,7 +358,7 @@ impl JobQueue for Embedded {
 
     async fn snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>> {
         let shown = self.inner.state.lock().show(job_id);
-        shown.map_or(Ok(None), |s| self.resolve(s))
+        Ok(self.resolve(shown.into_iter().collect()).await?.pop())
     }
 
     async fn cancel(&self, job_id: &str) -> Result<Option<Cancelled>> {
@@ -441,12 +457,7 @@ impl JobQueue for Embedded {
 
     async fn list(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobSnapshot>> {
         let shown = self.inner.state.lock().list(state, offset, limit);
-        let mut out = Vec::with_capacity(shown.len());
-        for s in shown {
-            // A job purged since the list was taken is left out.
-            out.extend(self.resolve(s)?);
-        }
-        Ok(out)
+        self.resolve(shown).await
     }
 
     async fn retry(&self, job_id: &str) -> Result<Option<Retried>> {
