@@ -207,14 +207,21 @@ impl Embedded {
         let reads = shown.iter().any(|s| matches!(s, Shown::InStore(_)));
         let inner = self.inner.clone();
         let resolve = move || {
-            let mut out = Vec::with_capacity(shown.len());
-            for s in shown {
-                match s {
-                    Shown::Snapshot(s) => out.push(s),
-                    Shown::InStore(id) => out.extend(inner.stored(&id)?.map(|r| r.snapshot())),
-                }
-            }
-            Ok(out)
+            let mut stored = {
+                let ids: Vec<&str> = shown
+                    .iter()
+                    .filter_map(|s| match s {
+                        Shown::InStore(id) => Some(id.as_str()),
+                        Shown::Snapshot(_) => None,
+                    })
+                    .collect();
+                inner.stored(&ids)?.into_iter()
+            };
+            let snapshot = |s| match s {
+                Shown::Snapshot(s) => Some(s),
+                Shown::InStore(_) => stored.next().flatten().map(|r: JobRecord| r.snapshot()),
+            };
+            Ok(shown.into_iter().filter_map(snapshot).collect())
         };
         if !reads {
             return resolve();
@@ -241,14 +248,18 @@ impl Drop for Embedded {
 }
 
 impl Inner {
-    /// The committed record of `id`.
-    fn stored(&self, id: &str) -> Result<Option<JobRecord>> {
-        let Some(bytes) = self.store.get(id).map_err(Error::Storage)? else {
-            return Ok(None);
-        };
-        codec::decode(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Storage(format!("job {id}: unreadable record: {e}")))
+    /// The committed records of `ids`, in order, read in one transaction.
+    fn stored(&self, ids: &[&str]) -> Result<Vec<Option<JobRecord>>> {
+        let found = self.store.get(ids).map_err(Error::Storage)?;
+        ids.iter()
+            .zip(found)
+            .map(|(id, bytes)| {
+                bytes
+                    .map(|b| codec::decode(&b))
+                    .transpose()
+                    .map_err(|e| Error::Storage(format!("job {id}: unreadable record: {e}")))
+            })
+            .collect()
     }
 
     /// Sends a change's writes to the store. Durable ones carry the change's events, which
@@ -464,11 +475,12 @@ impl JobQueue for Embedded {
         self.check_open()?;
         // Reading the record under the state lock holds the queue up for one read; a retry
         // is rare, and this way nothing can change the job between the read and the retry.
-        let load = |id: &str| {
-            self.inner
-                .stored(id)?
-                .ok_or_else(|| Error::Storage(format!("job {id}: record missing from the store")))
-        };
+        let load =
+            |id: &str| {
+                self.inner.stored(&[id])?.pop().flatten().ok_or_else(|| {
+                    Error::Storage(format!("job {id}: record missing from the store"))
+                })
+            };
         let (out, pending) = self.change(true, |st| st.retry(job_id, load))?;
         self.finish(pending).await?;
         Ok(out)
@@ -700,6 +712,13 @@ mod tests {
         let snap = e.snapshot("b").await.unwrap().unwrap();
         assert_eq!(snap.result.unwrap().get(), "8");
         assert_eq!(e.counts().await.unwrap().completed, 2);
+        let listed = e.list(JobState::Completed, 0, 10).await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|s| s.job_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a", "b"],
+            "read back in one go, in the order they ended"
+        );
     }
 
     #[tokio::test]

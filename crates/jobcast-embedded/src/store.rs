@@ -63,12 +63,19 @@ impl Store {
         Ok(())
     }
 
-    /// The committed record of `key`.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    /// The committed records of `keys`, in order, read in one transaction.
+    pub fn get(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        let value = table.get(key).map_err(|e| e.to_string())?;
-        Ok(value.map(|v| v.value().to_vec()))
+        keys.iter()
+            .map(|key| {
+                let value = table.get(*key).map_err(|e| e.to_string())?;
+                Ok(value.map(|v| v.value().to_vec()))
+            })
+            .collect()
     }
 
     /// Queues a write (`None` deletes); `then` runs once it is committed.
