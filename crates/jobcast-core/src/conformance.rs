@@ -571,6 +571,45 @@ pub async fn one_claim_takes_thousands(b: Backend) {
     assert_eq!(b.queue.counts().await.unwrap().active, N as u64);
 }
 
+/// Most ended jobs a backend built for [`keeps_at_most_the_newest_ended_jobs`] may keep.
+pub const ENDED_CAP: usize = 3;
+
+/// Past its cap of ended jobs ([`ENDED_CAP`]: the backend must be built with it, and purge
+/// often), a backend purges the oldest first, before their retention ends. Not part of
+/// [`run_all`], whose backends keep the default cap.
+pub async fn keeps_at_most_the_newest_ended_jobs(b: Backend) {
+    let mut ids = Vec::new();
+    for _ in 0..ENDED_CAP + 2 {
+        let j = job("m", JobOptions::default());
+        ids.push(j.id.clone());
+        b.queue.enqueue(j, GW).await.unwrap();
+        let c = b
+            .queue
+            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+            .await
+            .unwrap();
+        b.queue.complete(&c[0].lease, raw("1")).await.unwrap();
+        // Distinct end times, so "oldest" is well defined.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left.clear();
+        for (i, id) in ids.iter().enumerate() {
+            if b.queue.snapshot(id).await.unwrap().is_some() {
+                left.push(i);
+            }
+        }
+        if left.len() == ENDED_CAP {
+            break;
+        }
+    }
+    let newest: Vec<usize> = (2..ENDED_CAP + 2).collect();
+    assert_eq!(left, newest, "the two oldest go");
+    assert_eq!(b.queue.counts().await.unwrap().completed, ENDED_CAP as u64);
+}
+
 /// Announced methods are listed while the worker lives.
 pub async fn method_registry(b: Backend) {
     let m = |n: &str| MethodInfo {

@@ -725,31 +725,14 @@ mod tests {
     async fn keeps_at_most_the_newest_ended_jobs() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = EmbeddedConfig::new(dir.path().join("j.redb"));
-        cfg.max_ended_jobs = 3;
+        cfg.max_ended_jobs = jobcast_core::conformance::ENDED_CAP;
         let e = Embedded::open(cfg).unwrap();
-        for i in 0..5 {
-            e.enqueue(job(&format!("j{i}")), "gw").await.unwrap();
-            let c = claim_one(&e).await;
-            e.complete(&c.lease, jobcast_core::raw("1")).await.unwrap();
-            // Distinct end times, so "oldest" is well defined.
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-        let mut left = Vec::new();
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            left.clear();
-            for i in 0..5 {
-                if e.snapshot(&format!("j{i}")).await.unwrap().is_some() {
-                    left.push(i);
-                }
-            }
-            if left.len() == 3 {
-                break;
-            }
-        }
-        assert_eq!(left, [2, 3, 4], "the two oldest go");
-        assert_eq!(e.counts().await.unwrap().completed, 3);
-        assert_eq!(e.job_count(), 3);
+        let backend = Backend {
+            queue: Arc::new(e.clone()),
+            bus: Arc::new(e.clone()),
+        };
+        jobcast_core::conformance::keeps_at_most_the_newest_ended_jobs(backend).await;
+        assert_eq!(e.job_count(), jobcast_core::conformance::ENDED_CAP);
     }
 
     #[tokio::test]
@@ -760,30 +743,9 @@ mod tests {
             let e = Embedded::open(EmbeddedConfig::new(&path)).unwrap();
             e.enqueue(job("a"), "gw").await.unwrap();
             e.enqueue(job("b"), "gw").await.unwrap();
-            let c = e
-                .claim(
-                    "w",
-                    &["m".into()],
-                    1,
-                    Duration::from_secs(30),
-                    Duration::from_secs(1),
-                )
-                .await
-                .unwrap();
-            e.complete(&c[0].lease, jobcast_core::raw("7"))
-                .await
-                .unwrap();
-            let c = e
-                .claim(
-                    "w",
-                    &["m".into()],
-                    1,
-                    Duration::from_secs(30),
-                    Duration::from_secs(1),
-                )
-                .await
-                .unwrap();
-            assert_eq!(c[0].lease.job_id, "b");
+            let c = claim_one(&e).await;
+            e.complete(&c.lease, jobcast_core::raw("7")).await.unwrap();
+            assert_eq!(claim_one(&e).await.lease.job_id, "b");
             e.shutdown();
         }
         // Give the old store a moment to release the file.
@@ -799,17 +761,7 @@ mod tests {
             jobcast_core::JobState::Queued,
             "a running job is requeued on restart"
         );
-        let c = e
-            .claim(
-                "w",
-                &["m".into()],
-                1,
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-        assert_eq!(c[0].attempt, 2);
+        assert_eq!(claim_one(&e).await.attempt, 2);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             e.snapshot("a").await.unwrap().is_none(),

@@ -1,7 +1,8 @@
 //! The jobs held in memory: for each job id, either its whole record or, once the job has ended
-//! and its final record is committed, only what the queue needs without reading the store
-//! (its state and owner; its end time is in the state's index of ended jobs). Ended jobs are kept for the whole retention period, so
-//! they are most of the jobs; their records are read back from the store when asked for.
+//! and its final record is committed, only what the queue needs without reading the store (its
+//! state and owner; its end time is in the state's index of ended jobs). Ended jobs are kept
+//! for the whole retention period, so they are most of the jobs; their records are read back
+//! from the store when asked for.
 //!
 //! The map is split into shards, each record boxed, keyed with foldhash (randomly seeded,
 //! several times cheaper than SipHash on these short ids). A single map stops every caller of
