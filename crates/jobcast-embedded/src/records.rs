@@ -100,12 +100,22 @@ impl Records {
 
     /// Holds `rec` whole under its id, replacing anything held there.
     pub fn insert(&mut self, rec: JobRecord) {
-        let i = self.shard(&rec.id);
         let id = rec.id.clone();
-        if self.shards[i]
-            .insert(id, Slot::Whole(Box::new(rec)))
-            .is_none()
-        {
+        self.put(id, Slot::Whole(Box::new(rec)));
+    }
+
+    /// Holds only the end of `rec`, an ended job whose record is in the store.
+    pub fn insert_ended(&mut self, rec: JobRecord) {
+        let ended = Ended {
+            state: rec.state,
+            owner: rec.owner.into_boxed_str(),
+        };
+        self.put(rec.id, Slot::Stored(ended));
+    }
+
+    fn put(&mut self, id: String, slot: Slot) {
+        let i = self.shard(&id);
+        if self.shards[i].insert(id, slot).is_none() {
             self.len += 1;
         }
     }

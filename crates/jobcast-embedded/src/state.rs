@@ -205,9 +205,11 @@ impl State {
             fx.persist(&rec);
         }
         self.index(&rec);
-        let (id, seq) = (rec.id.clone(), rec.seq);
-        self.jobs.insert(rec);
-        self.jobs.keep_ended_only(&id, seq);
+        if rec.state.is_terminal() {
+            self.jobs.insert_ended(rec);
+        } else {
+            self.jobs.insert(rec);
+        }
     }
 
     /// Keeps only the end of these ended jobs (their final records are committed), unless a
