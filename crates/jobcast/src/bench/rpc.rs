@@ -14,7 +14,7 @@ use super::{Target, conn, report};
 use crate::settings::parse_duration;
 use anyhow::Context;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
@@ -297,109 +297,174 @@ fn pace(
     });
 }
 
+/// One connection's calls in flight and what it saw.
+struct Calls {
+    plan: Plan,
+    open: bool,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    t: Tally,
+}
+
+impl Calls {
+    /// Records a new call sent at `at`; returns its id.
+    fn start(&mut self, at: Instant) -> u64 {
+        self.next_id += 1;
+        self.pending
+            .insert(self.next_id, Pending { at, acked: false });
+        self.t.sent += 1;
+        self.next_id
+    }
+
+    /// Takes one text frame from the server; returns true when a closed loop should send its
+    /// next call now (a call of this connection has ended).
+    fn on_text(&mut self, text: &str) -> bool {
+        let Ok(frame) = serde_json::from_str::<Incoming>(text) else {
+            return false;
+        };
+        let now = Instant::now();
+        let plan = self.plan;
+        match frame.method.as_deref() {
+            Some("job.accepted") => {
+                let id = frame
+                    .params
+                    .and_then(|p| serde_json::from_str::<Accepted>(p.get()).ok())
+                    .and_then(|a| numeric_id(a.request_id));
+                if let Some(p) = id.and_then(|id| self.pending.get_mut(&id)) {
+                    if !p.acked && p.at >= plan.measure_from {
+                        let _ = self.t.ack.record(micros(now - p.at));
+                    }
+                    p.acked = true;
+                }
+                false
+            }
+            Some(_) => false,
+            None => {
+                let Some(p) = numeric_id(frame.id).and_then(|id| self.pending.remove(&id)) else {
+                    return false;
+                };
+                if p.at >= plan.measure_from {
+                    let _ = self.t.done.record(micros(now - p.at));
+                }
+                match frame.error {
+                    Some(e) => *self.t.errors.entry(e.code).or_default() += 1,
+                    None if now >= plan.measure_from && now < plan.stop => self.t.completed += 1,
+                    None => {}
+                }
+                !self.open && now < plan.stop
+            }
+        }
+    }
+}
+
+/// What one wait of a connection brought.
+enum Woke {
+    Frame(Option<Result<Message, tokio_websockets::Error>>),
+    Due(Option<Instant>),
+    GiveUp,
+}
+
 /// Drives one connection through the plan; in open loop, `due` brings its scheduled sends.
+///
+/// Sends are queued with `feed` and written with one `flush` once the frames that have
+/// already arrived are handled: a closed loop answered in a burst sends its next calls in
+/// one write, not one system call each (the client's sends were most of its CPU time).
 async fn drive(
     mut ws: conn::Ws,
     plan: Plan,
     prefix: String,
     mut due: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
 ) -> Tally {
-    let mut t = Tally::new();
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    let mut next_id: u64 = 0;
-    let open = due.is_some();
+    let mut calls = Calls {
+        plan,
+        open: due.is_some(),
+        pending: HashMap::new(),
+        next_id: 0,
+        t: Tally::new(),
+    };
     sleep_until(plan.start).await;
+    let give_up = sleep_until(plan.give_up);
+    tokio::pin!(give_up);
 
     let send = |id: u64| Message::text(format!("{prefix}{id}}}"));
-    if !open {
+    let mut unflushed = false;
+    if !calls.open {
         for _ in 0..plan.inflight {
-            next_id += 1;
-            pending.insert(
-                next_id,
-                Pending {
-                    at: Instant::now(),
-                    acked: false,
-                },
-            );
-            if ws.send(send(next_id)).await.is_err() {
-                t.disconnected = true;
+            let id = calls.start(Instant::now());
+            if ws.feed(send(id)).await.is_err() {
+                calls.t.disconnected = true;
                 break;
             }
-            t.sent += 1;
+            unflushed = true;
         }
     }
-    while !t.disconnected {
-        let now = Instant::now();
-        if now >= plan.stop && pending.is_empty() {
+    while !calls.t.disconnected {
+        if unflushed {
+            unflushed = false;
+            if ws.flush().await.is_err() {
+                calls.t.disconnected = true;
+                break;
+            }
+        }
+        if Instant::now() >= plan.stop && calls.pending.is_empty() {
             break;
         }
-        tokio::select! {
+        let woke = tokio::select! {
             biased;
-            m = ws.next() => {
-                let text = match m {
-                    Some(Ok(m)) if m.is_text() => m,
-                    Some(Ok(m)) if !m.is_close() => continue,
-                    _ => { t.disconnected = true; break; }
-                };
-                let Some(text) = text.as_text() else { continue };
-                let Ok(frame) = serde_json::from_str::<Incoming>(text) else { continue };
-                let now = Instant::now();
-                match frame.method.as_deref() {
-                    Some("job.accepted") => {
-                        let id = frame
-                            .params
-                            .and_then(|p| serde_json::from_str::<Accepted>(p.get()).ok())
-                            .and_then(|a| numeric_id(a.request_id));
-                        if let Some(p) = id.and_then(|id| pending.get_mut(&id)) {
-                            if !p.acked && p.at >= plan.measure_from {
-                                let _ = t.ack.record(micros(now - p.at));
-                            }
-                            p.acked = true;
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        let Some(p) = numeric_id(frame.id).and_then(|id| pending.remove(&id)) else {
-                            continue;
-                        };
-                        if p.at >= plan.measure_from {
-                            let _ = t.done.record(micros(now - p.at));
-                        }
-                        match frame.error {
-                            Some(e) => *t.errors.entry(e.code).or_default() += 1,
-                            None if now >= plan.measure_from && now < plan.stop => t.completed += 1,
-                            None => {}
-                        }
-                        if !open && now < plan.stop {
-                            next_id += 1;
-                            pending.insert(next_id, Pending { at: now, acked: false });
-                            if ws.send(send(next_id)).await.is_err() {
-                                t.disconnected = true;
-                            } else {
-                                t.sent += 1;
-                            }
-                        }
-                    }
+            m = ws.next() => Woke::Frame(m),
+            at = async { due.as_mut()?.recv().await }, if due.is_some() => Woke::Due(at),
+            _ = &mut give_up => Woke::GiveUp,
+        };
+        let mut frame = match woke {
+            Woke::GiveUp => break,
+            Woke::Due(None) => {
+                // The schedule is over.
+                due = None;
+                continue;
+            }
+            Woke::Due(Some(at)) => {
+                let id = calls.start(at);
+                unflushed = true;
+                if ws.feed(send(id)).await.is_err() {
+                    calls.t.disconnected = true;
+                }
+                continue;
+            }
+            Woke::Frame(m) => m,
+        };
+        // This frame, then every frame already read or readable without waiting; then the
+        // calls that replace the ended ones, in one write. (Sending while reading would not
+        // batch: the stream flushes what is queued before it reads each frame.)
+        let mut ended = 0;
+        loop {
+            match frame {
+                Some(Ok(m)) if m.is_text() => {
+                    ended += usize::from(calls.on_text(m.as_text().unwrap_or_default()));
+                }
+                Some(Ok(m)) if !m.is_close() => {}
+                _ => {
+                    calls.t.disconnected = true;
+                    break;
                 }
             }
-            at = async { due.as_mut()?.recv().await }, if due.is_some() => {
-                let Some(at) = at else {
-                    // The schedule is over.
-                    due = None;
-                    continue;
-                };
-                next_id += 1;
-                pending.insert(next_id, Pending { at, acked: false });
-                if ws.send(send(next_id)).await.is_err() {
-                    t.disconnected = true;
-                } else {
-                    t.sent += 1;
-                }
+            match ws.next().now_or_never() {
+                Some(m) => frame = m,
+                None => break,
             }
-            _ = sleep_until(plan.give_up) => break,
+        }
+        for _ in 0..ended {
+            if calls.t.disconnected {
+                break;
+            }
+            let id = calls.start(Instant::now());
+            unflushed = true;
+            if ws.feed(send(id)).await.is_err() {
+                calls.t.disconnected = true;
+            }
         }
     }
-    t.lost = pending.len() as u64;
+    let mut t = calls.t;
+    t.lost = calls.pending.len() as u64;
     let _ = ws.close().await;
     t
 }
