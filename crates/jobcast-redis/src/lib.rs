@@ -420,11 +420,12 @@ impl RedisBackend {
     /// One `enqueue` call for `batch`, all for gateway `listener`; answers each submission.
     async fn submit(&self, listener: &str, batch: Vec<Submission>) {
         let k = self.keys();
+        let now = now_ms();
         let mut inv = self.inner.scripts.enqueue.key(k.delayed());
         inv.key(k.seq())
             .key(k.open())
             .key(k.owners())
-            .arg(now_ms())
+            .arg(now)
             .arg(listener)
             .arg(self.inner.config.max_open_jobs)
             .arg(k.job_prefix())
@@ -432,23 +433,14 @@ impl RedisBackend {
             .arg(k.ready_prefix())
             .arg(k.mark_prefix());
         for s in &batch {
-            let (job, o) = (&s.job, &s.job.options);
-            let kind = match o.backoff.kind {
-                jobcast_protocol::BackoffKind::Fixed => "fixed",
-                jobcast_protocol::BackoffKind::Exponential => "exponential",
-            };
+            let job = &s.job;
             inv.arg(&job.id)
                 .arg(&job.method)
                 .arg(job.params.get())
                 .arg(&job.owner)
-                .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
-                .arg(o.priority)
-                .arg(o.delay_ms)
-                .arg(o.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                .arg(o.attempts)
-                .arg(kind)
-                .arg(o.backoff.delay_ms)
-                .arg(o.backoff.jitter)
+                .arg(job.options.priority)
+                .arg(job.options.delay_ms)
+                .arg(record::Spec::of(job, now).to_json())
                 .arg(job.max_open_per_owner);
         }
         let r: Result<Vec<(i64, String, String)>> =
@@ -711,14 +703,15 @@ impl JobQueue for RedisBackend {
                 .arg(format!("{worker_id}-{n}-"))
                 .arg(k.job_prefix())
                 .arg(methods.len());
-            type Row = (String, String, String, u32, u32, String, String, String);
+            type Row = (String, String, String, String, u32, String, String);
             let rows: Vec<Row> = self.call(inv.invoke_async(&mut self.conn())).await?;
             if !rows.is_empty() {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut running = self.inner.running.lock();
-                for (id, method, params, attempt, attempts, timeout, token, due) in rows {
+                for (id, method, params, d, attempt, token, due) in rows {
                     let cancel = CancellationToken::new();
                     running.insert(id.clone(), (token.clone(), cancel.clone()));
+                    let (attempts, timeout) = record::limits(&d);
                     out.push(ClaimedJob {
                         lease: Lease { job_id: id, token },
                         method,
@@ -726,7 +719,7 @@ impl JobQueue for RedisBackend {
                             .unwrap_or_else(|_| RawValue::NULL.to_owned()),
                         attempt,
                         attempts,
-                        timeout: timeout.parse::<u64>().ok().map(Duration::from_millis),
+                        timeout,
                         due_at_ms: due.parse().unwrap_or(0),
                         cancel,
                     });

@@ -1,11 +1,81 @@
-//! Reading Redis replies into jobcast types: a job hash into a snapshot, an inbox message into
-//! a job event.
+//! The job hash's fixed part (field `d`), and reading Redis replies into jobcast types: a job
+//! hash into a snapshot, an inbox message into a job event.
 
-use jobcast_core::{JobError, JobEvent, JobSnapshot, JobState};
-use jobcast_protocol::RequestId;
-use serde::{Deserialize, Deserializer};
+use jobcast_core::{JobError, JobEvent, JobSnapshot, JobState, NewJob};
+use jobcast_protocol::{BackoffKind, RequestId};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap, time::Duration};
+
+/// What never changes about a job and is not read on its hot paths, stored as one JSON field
+/// `d` of the job hash rather than a field each: a hash of fewer fields is cheaper to write
+/// and to search (Redis scans a small hash's fields in order), and smaller (docs/benchmarks.md
+/// has the figures). The fields the scripts read on every claim or end stay fields of
+/// their own: state, method, priority, params, run-at, attempt, token, gateway. Scripts read
+/// `d` (with `cjson`) only on rare paths: a failed attempt's backoff, a resubmission's owner.
+///
+/// Jobs stored before `d` existed have these as fields of their own; every reader takes both.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Spec<'a> {
+    /// Owner.
+    #[serde(borrow)]
+    pub o: Cow<'a, str>,
+    /// The submitting call's request id.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<&'a RawValue>,
+    /// Attempts allowed.
+    pub max: u32,
+    /// Timeout of one attempt, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmo: Option<u64>,
+    /// Backoff: `fixed` or `exponential`, base delay ms, jitter fraction.
+    pub bk: Cow<'a, str>,
+    pub bkd: u64,
+    pub bkj: f64,
+    /// Created, ms.
+    pub c: u64,
+}
+
+impl<'a> Spec<'a> {
+    /// The fixed part of `job`, submitted at `now_ms`.
+    pub fn of(job: &'a NewJob, now_ms: u64) -> Self {
+        let o = &job.options;
+        Spec {
+            o: Cow::Borrowed(&job.owner),
+            r: job.request_id.as_ref().map(|r| r.as_raw()),
+            max: o.attempts,
+            tmo: o.timeout_ms,
+            bk: Cow::Borrowed(match o.backoff.kind {
+                BackoffKind::Fixed => "fixed",
+                BackoffKind::Exponential => "exponential",
+            }),
+            bkd: o.backoff.delay_ms,
+            bkj: o.backoff.jitter,
+            c: now_ms,
+        }
+    }
+
+    /// As stored.
+    pub fn to_json(&self) -> String {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The attempts allowed and the attempt timeout in a claimed job's `d` (the claim script
+/// writes one for a job stored before `d` existed). Unreadable: one attempt, no timeout.
+pub fn limits(d: &str) -> (u32, Option<Duration>) {
+    #[derive(Deserialize)]
+    struct Limits {
+        max: u32,
+        #[serde(default)]
+        tmo: Option<u64>,
+    }
+    match serde_json::from_str::<Limits>(d) {
+        Ok(l) => (l.max, l.tmo.map(Duration::from_millis)),
+        Err(_) => (1, None),
+    }
+}
 
 fn state(s: &str) -> Option<JobState> {
     JobState::ALL.into_iter().find(|st| st.as_str() == s)
@@ -20,14 +90,25 @@ pub fn snapshot(id: &str, h: &HashMap<String, String>) -> Option<JobSnapshot> {
     let get = |k: &str| h.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
     let st = state(get("s")?)?;
+    let spec = get("d").and_then(|d| serde_json::from_str::<Spec>(d).ok());
+    // A job stored before `d` existed has these as fields of their own.
+    let (owner, request_id, attempts, created_at) = match spec {
+        Some(d) => (d.o.into_owned(), d.r.map(RawValue::to_owned), d.max, d.c),
+        None => (
+            get("o").unwrap_or_default().to_owned(),
+            get("r").and_then(raw),
+            num("max").unwrap_or(1) as u32,
+            num("c").unwrap_or(0),
+        ),
+    };
     Some(JobSnapshot {
         job_id: id.to_owned(),
         method: get("m")?.to_owned(),
         state: st,
         progress: get("pg").and_then(raw),
         attempt: num("a").unwrap_or(0) as u32,
-        attempts: num("max").unwrap_or(1) as u32,
-        created_at: num("c").unwrap_or(0),
+        attempts,
+        created_at,
         started_at: num("sa"),
         finished_at: num("f"),
         result: if st == JobState::Completed {
@@ -36,8 +117,8 @@ pub fn snapshot(id: &str, h: &HashMap<String, String>) -> Option<JobSnapshot> {
             None
         },
         error: get("err").and_then(|e| serde_json::from_str::<JobError>(e).ok()),
-        owner: get("o").unwrap_or_default().to_owned(),
-        request_id: get("r").and_then(raw).and_then(RequestId::from_raw),
+        owner,
+        request_id: request_id.and_then(RequestId::from_raw),
     })
 }
 

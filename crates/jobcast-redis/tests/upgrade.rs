@@ -1,7 +1,7 @@
 //! Jobs stored by an earlier version of the scripts keep working after an upgrade.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use jobcast_core::{Error, JobQueue, NewJob, raw};
+use jobcast_core::{AttemptFailure, Error, FailOutcome, JobQueue, JobState, NewJob, raw};
 use jobcast_redis::{RedisBackend, RedisConfig, testing::RedisServer};
 use std::time::Duration;
 
@@ -17,30 +17,66 @@ fn capped(id: &str) -> NewJob {
     }
 }
 
-/// Before jobs said whether they count against their owner's cap (field `oc`), every job did;
-/// such a job still gives its place back when it ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_from_before_the_owner_flag_frees_its_owners_place() {
+/// Stores queued job `id` of method `m` and owner `u` as the enqueue script did before the
+/// job's fixed part became one field `d`: a field each, `oc` when given (before `oc` existed,
+/// every job counted against its owner), and counted in the open-jobs counters.
+async fn store_old_job(conn: &mut redis::aio::MultiplexedConnection, id: &str, oc: Option<&str>) {
+    let jk = format!("{{jobcast}}:j:{id}");
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&jk);
+    for (k, v) in [
+        ("s", "queued"),
+        ("tok", ""),
+        ("a", "0"),
+        ("g", "gw"),
+        ("o", "u"),
+        ("m", "m"),
+        ("p", "[1]"),
+        ("max", "3"),
+        ("tmo", "5000"),
+        ("ra", "1000"),
+        ("seq", "1"),
+        ("pr", "0"),
+        ("r", "\"req-7\""),
+        ("bkt", "fixed"),
+        ("bkd", "0"),
+        ("bkj", "0"),
+        ("st", "0"),
+        ("c", "1000"),
+    ] {
+        hset.arg(k).arg(v);
+    }
+    if let Some(oc) = oc {
+        hset.arg("oc").arg(oc);
+    }
+    let counted = oc != Some("0");
+    let mut p = redis::pipe();
+    p.add_command(hset)
+        .cmd("ZADD")
+        .arg("{jobcast}:ready:m")
+        .arg(1000 * 4_398_046_511_104u64 + 1)
+        .arg(id)
+        .cmd("INCRBY")
+        .arg("{jobcast}:open")
+        .arg(1);
+    if counted {
+        p.cmd("HINCRBY").arg("{jobcast}:owners").arg("u").arg(1);
+    }
+    let () = p.query_async(conn).await.unwrap();
+}
+
+async fn setup() -> (RedisServer, RedisBackend, redis::aio::MultiplexedConnection) {
     let server = RedisServer::start().expect("redis-server must be installed (see .ci/run)");
     let b = RedisBackend::connect(RedisConfig::new(server.url()))
         .await
         .unwrap();
-    b.enqueue(capped("old"), "gw").await.unwrap();
-    // Make it look as an earlier version stored it.
     let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let removed: i64 = redis::cmd("HDEL")
-        .arg("{jobcast}:j:old")
-        .arg("oc")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(removed, 1, "the job hash has an oc field to remove");
-    assert!(matches!(
-        b.enqueue(capped("new"), "gw").await,
-        Err(Error::OwnerFull)
-    ));
-    let c = b
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    (server, b, conn)
+}
+
+async fn claim_one(b: &RedisBackend) -> jobcast_core::ClaimedJob {
+    let mut c = b
         .claim(
             "w",
             &["m".into()],
@@ -50,6 +86,65 @@ async fn a_job_from_before_the_owner_flag_frees_its_owners_place() {
         )
         .await
         .unwrap();
-    b.complete(&c[0].lease, raw("1")).await.unwrap();
+    assert_eq!(c.len(), 1, "the stored job is claimed");
+    c.remove(0)
+}
+
+/// Before jobs said whether they count against their owner's cap (field `oc`), every job did;
+/// such a job still gives its place back when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_from_before_the_owner_flag_frees_its_owners_place() {
+    let (_server, b, mut conn) = setup().await;
+    store_old_job(&mut conn, "old", None).await;
+    assert!(matches!(
+        b.enqueue(capped("new"), "gw").await,
+        Err(Error::OwnerFull)
+    ));
+    let c = claim_one(&b).await;
+    b.complete(&c.lease, raw("1")).await.unwrap();
     b.enqueue(capped("new"), "gw").await.unwrap();
+}
+
+/// A job stored with a field each (before the fixed part became `d`) is read whole: by a
+/// snapshot, a resubmission, a claim (its attempts and timeout) and a failed attempt (its
+/// attempts and backoff), and its end is not counted against its owner (`oc` = 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stored_a_field_each_is_read_whole() {
+    let (_server, b, mut conn) = setup().await;
+    store_old_job(&mut conn, "old", Some("0")).await;
+
+    let s = b.snapshot("old").await.unwrap().unwrap();
+    assert_eq!(
+        (s.owner.as_str(), s.attempts, s.created_at, s.state),
+        ("u", 3, 1000, JobState::Queued)
+    );
+    assert_eq!(s.request_id.unwrap().as_json(), "\"req-7\"");
+    let mut again = capped("old");
+    again.max_open_per_owner = 0;
+    let dup = b.enqueue(again, "gw").await.unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.owner, "u");
+
+    let c = claim_one(&b).await;
+    assert_eq!(
+        (c.attempt, c.attempts, c.timeout),
+        (1, 3, Some(Duration::from_millis(5000)))
+    );
+    let failed = AttemptFailure::Error {
+        message: "boom".into(),
+        retryable: true,
+    };
+    assert!(matches!(
+        b.fail(&c.lease, failed).await.unwrap(),
+        FailOutcome::Retrying { .. }
+    ));
+    let c = claim_one(&b).await;
+    assert_eq!(c.attempt, 2);
+    b.complete(&c.lease, raw("1")).await.unwrap();
+    let owners: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("{jobcast}:owners")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(owners.is_empty(), "nothing counted: {owners:?}");
 }

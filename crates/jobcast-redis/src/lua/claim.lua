@@ -4,8 +4,18 @@
 -- ARGV: 1 now ms, 2 lease ms, 3 max jobs, 4 worker id, 5 token prefix (unique per call),
 --       6 job key prefix {q}:j:, 7 n (number of methods)
 -- Work left behind gets its marker back, so other waiting workers wake for it.
--- Returns a list of {id, method, params, attempt, attempts, timeout ms or '', token, due ms}.
+-- Returns a list of {id, method, params, d, attempt, token, due ms}, where d is the job's
+-- fixed part (record.rs).
 local now = tonumber(ARGV[1])
+
+-- For a job stored before field d existed: the part of d a worker reads, from the old fields.
+local function old_limits(jk)
+  local f = redis.call('HMGET', jk, 'max', 'tmo')
+  local d = '{"max":' .. (f[1] or '1')
+  if f[2] and f[2] ~= '' then d = d .. ',"tmo":' .. f[2] end
+  return d .. '}'
+end
+
 local n_methods = tonumber(ARGV[7])
 local out = {}
 -- Pick the jobs: with one method, its best ones in one pop. With several, read the best `want`
@@ -45,13 +55,14 @@ local deadline = int(now + tonumber(ARGV[2]))
 local leases = {}
 for n, id in ipairs(ids) do
   local jk = ARGV[6] .. id
-  local f = redis.call('HMGET', jk, 'm', 'p', 'max', 'tmo', 'ra', 'a')
-  local attempt = (tonumber(f[6]) or 0) + 1
+  local f = redis.call('HMGET', jk, 'm', 'p', 'd', 'ra', 'a')
+  local d = f[3] or old_limits(jk)
+  local attempt = (tonumber(f[5]) or 0) + 1
   local tok = ARGV[5] .. n
   redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1], 'w', ARGV[4])
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
-  out[#out + 1] = {id, f[1], f[2], attempt, f[3], f[4] or '', tok, f[5] or '0'}
+  out[#out + 1] = {id, f[1], f[2], d, attempt, tok, f[4] or '0'}
 end
 zadd_all(KEYS[1], leases)
 for i = 2, n_methods + 1 do

@@ -7,7 +7,12 @@
 -- Returns {1, run at ms} when retrying, {0, 0} when the job failed, {-1, 0} when the lease
 -- is not held.
 if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return {-1, 0} end
-local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o', 'g', 'gx', 'oc')
+local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o', 'g', 'gx', 'oc', 'd')
+if f[11] then
+  -- The limits are in the job's fixed part (a job stored before d existed has fields).
+  local d = cjson.decode(f[11])
+  f[2], f[3], f[4], f[5] = d.max, d.bk, d.bkd, d.bkj
+end
 local attempt, max = tonumber(f[1]), tonumber(f[2])
 local now = tonumber(ARGV[5])
 redis.call('HDEL', KEYS[1], 'tok')

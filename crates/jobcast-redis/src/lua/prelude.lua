@@ -42,13 +42,23 @@ local function make_ready(ready_key, marker_key, jk, id, priority, seq)
   push_ready(ready_key, marker_key, id, priority, seq)
 end
 
--- The owner a job is counted against, or nil: a job counts against its owner's cap of open jobs
--- only when it was submitted under one (field oc = '1'; '0' when not). Counting costs two
--- commands per job, so jobs submitted without a cap skip it. A job without the field was
--- submitted before it existed, when every job was counted.
+-- The owner a job is counted against, or nil, from its hash fields o and oc: a job counts
+-- against its owner's cap of open jobs only when it was submitted under one. Counting costs two
+-- commands per job, so jobs submitted without a cap skip it. A job stored now has field o only
+-- when it is counted (and no oc). Jobs stored by earlier versions always have o, and said
+-- whether they count with oc = '1' or '0'; those without oc were stored before it existed,
+-- when every job was counted.
 local function counted(owner, oc)
   if oc == '0' then return nil end
   return owner
+end
+
+-- A job's owner from its hash fields o and d: o is kept only for jobs counted against their
+-- owner's cap (and by jobs stored before d existed); any other job has it in d (record.rs).
+local function owner_of(o, d)
+  if o then return o end
+  if d then return cjson.decode(d).o end
+  return nil
 end
 
 -- Counts a job of `owner` opening (+1) or ending (-1) in the open-jobs-per-owner hash (the
