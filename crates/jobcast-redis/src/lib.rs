@@ -303,11 +303,10 @@ impl Inner {
     /// Handles a message on a subscribed channel.
     fn on_message(&self, channel: &str, payload: &str) {
         if let Some(tx) = self.inboxes.lock().get(channel) {
-            match record::event(payload) {
-                Some(e) => {
-                    let _ = tx.send(Inbound::Job(e));
-                }
-                None => tracing::warn!(channel, "unreadable inbox message"),
+            if !record::events(payload, |e| {
+                let _ = tx.send(Inbound::Job(e));
+            }) {
+                tracing::warn!(channel, "unreadable inbox message");
             }
             return;
         }

@@ -139,26 +139,56 @@ struct Wire {
     err: Option<JobError>,
 }
 
-/// An inbox message published by a script.
-pub fn event(payload: &str) -> Option<JobEvent> {
-    let w: Wire = serde_json::from_str(payload).ok()?;
-    match w.t.as_str() {
-        "p" => Some(JobEvent::Progress {
-            job_id: w.id,
-            progress: w.p?,
-        }),
-        "f" => {
-            let outcome = match (w.ok, w.err) {
-                (Some(r), _) => Ok(r),
-                (None, Some(e)) => Err(e),
-                (None, None) => return None,
-            };
-            Some(JobEvent::Finished {
-                job_id: w.id,
-                outcome,
-            })
+impl Wire {
+    fn event(self) -> Option<JobEvent> {
+        match self.t.as_str() {
+            "p" => Some(JobEvent::Progress {
+                job_id: self.id,
+                progress: self.p?,
+            }),
+            "f" => {
+                let outcome = match (self.ok, self.err) {
+                    (Some(r), _) => Ok(r),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => return None,
+                };
+                Some(JobEvent::Finished {
+                    job_id: self.id,
+                    outcome,
+                })
+            }
+            _ => None,
         }
-        _ => None,
+    }
+}
+
+/// The events of an inbox message published by a script: one event, or a JSON array of them
+/// (`complete` publishes a burst of final events to a gateway as one message). Hands each
+/// readable event to `each`; false when the message is unreadable.
+pub fn events(payload: &str, mut each: impl FnMut(JobEvent)) -> bool {
+    if payload.starts_with('[') {
+        let Ok(all) = serde_json::from_str::<Vec<Wire>>(payload) else {
+            return false;
+        };
+        let mut read = true;
+        for w in all {
+            match w.event() {
+                Some(e) => each(e),
+                None => read = false,
+            }
+        }
+        read
+    } else {
+        match serde_json::from_str::<Wire>(payload)
+            .ok()
+            .and_then(Wire::event)
+        {
+            Some(e) => {
+                each(e);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -166,20 +196,60 @@ pub fn event(payload: &str) -> Option<JobEvent> {
 mod tests {
     use super::*;
 
+    fn read(payload: &str) -> (bool, Vec<JobEvent>) {
+        let mut all = Vec::new();
+        let ok = events(payload, |e| all.push(e));
+        (ok, all)
+    }
+
     #[test]
-    fn events() {
-        match event(r#"{"t":"f","id":"a","ok":null}"#).unwrap() {
-            JobEvent::Finished { outcome, .. } => assert_eq!(outcome.unwrap().get(), "null"),
+    fn events_one_or_several() {
+        let (ok, e) = read(r#"{"t":"f","id":"a","ok":null}"#);
+        assert!(ok);
+        match &e[..] {
+            [JobEvent::Finished { outcome, .. }] => {
+                assert_eq!(outcome.as_ref().unwrap().get(), "null")
+            }
             e => panic!("{e:?}"),
         }
-        match event(r#"{"t":"f","id":"a","err":{"code":-32002,"message":"job cancelled","data":{"attempts":0}}}"#).unwrap() {
-            JobEvent::Finished { outcome, .. } => assert_eq!(outcome.unwrap_err().code.code(), -32002),
+        let (ok, e) = read(
+            r#"{"t":"f","id":"a","err":{"code":-32002,"message":"job cancelled","data":{"attempts":0}}}"#,
+        );
+        assert!(ok);
+        match &e[..] {
+            [JobEvent::Finished { outcome, .. }] => {
+                assert_eq!(outcome.as_ref().unwrap_err().code.code(), -32002)
+            }
             e => panic!("{e:?}"),
         }
         assert!(matches!(
-            event(r#"{"t":"p","id":"a","p":5}"#),
-            Some(JobEvent::Progress { .. })
+            &read(r#"{"t":"p","id":"a","p":5}"#).1[..],
+            [JobEvent::Progress { .. }]
         ));
-        assert!(event("garbage").is_none());
+        // A burst: in order, results kept as sent (whitespace included).
+        let (ok, e) = read(r#"[{"t":"f","id":"a","ok":{ "x": 1 }},{"t":"f","id":"b","ok":2}]"#);
+        assert!(ok);
+        match &e[..] {
+            [
+                JobEvent::Finished {
+                    job_id: a,
+                    outcome: Ok(ra),
+                },
+                JobEvent::Finished {
+                    job_id: b,
+                    outcome: Ok(rb),
+                },
+            ] => {
+                assert_eq!((a.as_str(), ra.get()), ("a", r#"{ "x": 1 }"#));
+                assert_eq!((b.as_str(), rb.get()), ("b", "2"));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(!read("garbage").0);
+        assert!(!read("[garbage").0);
+        // One unreadable event in a burst does not hide the others.
+        let (ok, e) = read(r#"[{"t":"?","id":"a"},{"t":"f","id":"b","ok":2}]"#);
+        assert!(!ok);
+        assert_eq!(e.len(), 1);
     }
 }

@@ -89,20 +89,30 @@ local function add_listener(jk, listeners_key, gw)
   if not f[2] then redis.call('HSET', jk, 'gx', 1) end
 end
 
--- Publishes `msg` to the inbox of every gateway listening to a job: `g` and `gx` are the job
+-- Calls fn(gateway, msg) for every gateway listening to a job: `g` and `gx` are the job
 -- hash's fields (a job without g, from before g existed, has every listener in the set).
-local function publish_event(g, gx, listeners_key, inbox_prefix, msg)
-  if g then redis.call('PUBLISH', inbox_prefix .. g, msg) end
+local function each_listener(g, gx, listeners_key, fn, msg)
+  if g then fn(g, msg) end
   if gx or not g then
     for _, other in ipairs(redis.call('SMEMBERS', listeners_key)) do
-      if other ~= g then redis.call('PUBLISH', inbox_prefix .. other, msg) end
+      if other ~= g then fn(other, msg) end
     end
   end
 end
 
--- Publishes a job's final event (`field` is ok or err, `json` its value) to its listeners.
-local function publish_final(g, gx, listeners_key, inbox_prefix, id, field, json)
-  publish_event(g, gx, listeners_key, inbox_prefix,
-    '{"t":"f","id":"' .. id .. '","' .. field .. '":' .. json .. '}')
+-- Publishes `msg` to the inbox of every gateway listening to a job.
+local function publish_event(g, gx, listeners_key, inbox_prefix, msg)
+  each_listener(g, gx, listeners_key, function(gw, m)
+    redis.call('PUBLISH', inbox_prefix .. gw, m)
+  end, msg)
 end
 
+-- A job's final event (`field` is ok or err, `json` its value) as published to gateways.
+local function final_event(id, field, json)
+  return '{"t":"f","id":"' .. id .. '","' .. field .. '":' .. json .. '}'
+end
+
+-- Publishes a job's final event to its listeners.
+local function publish_final(g, gx, listeners_key, inbox_prefix, id, field, json)
+  publish_event(g, gx, listeners_key, inbox_prefix, final_event(id, field, json))
+end
