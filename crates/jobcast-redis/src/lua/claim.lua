@@ -18,25 +18,32 @@ end
 
 local n_methods = tonumber(ARGV[7])
 local out = {}
--- Pick the jobs: with one method, its best ones in one pop. With several, read the best `want`
--- of each method's ready set, merge them by score, and pop from each set as many as were taken
--- from it (they are its head, in the order ZRANGE gave): one read and at most one pop per
--- method and call, not one read of every method per job.
+-- Pick the jobs. Only methods with ready jobs count (ZCARD is O(1)). With one, its best jobs
+-- are read and removed by rank: ZPOPMIN would also return their scores, which Redis 7.0
+-- formats with printf's %.17g (and Lua would parse back), for nothing. With several, read the
+-- best `want` of each one's ready set with scores, merge them by score, and remove from each
+-- set as many as were taken from it (they are its head, in the order ZRANGE gave): one read
+-- and one removal per method and call, not one read of every method per job.
 local want = tonumber(ARGV[3])
+local last = int(want - 1)
+local live = {}
+for i = 2, n_methods + 1 do
+  if n_methods == 1 or redis.call('ZCARD', KEYS[i]) > 0 then live[#live + 1] = i end
+end
 local ids = {}
-if n_methods == 1 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], ARGV[3])
-  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-else
+if #live == 1 then
+  ids = redis.call('ZRANGE', KEYS[live[1]], '0', last)
+  if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[live[1]], '0', int(#ids - 1)) end
+elseif #live > 1 then
   local heads, pos, score, taken = {}, {}, {}, {}
-  for i = 2, n_methods + 1 do
-    heads[i] = redis.call('ZRANGE', KEYS[i], 0, want - 1, 'WITHSCORES')
+  for _, i in ipairs(live) do
+    heads[i] = redis.call('ZRANGE', KEYS[i], '0', last, 'WITHSCORES')
     pos[i], taken[i] = 1, 0
     score[i] = tonumber(heads[i][2])
   end
   while #ids < want do
     local best = nil
-    for i = 2, n_methods + 1 do
+    for _, i in ipairs(live) do
       if score[i] and (best == nil or score[i] < score[best]) then best = i end
     end
     if not best then break end
@@ -46,8 +53,8 @@ else
     pos[best] = p + 2
     score[best] = tonumber(heads[best][p + 3])
   end
-  for i = 2, n_methods + 1 do
-    if taken[i] > 0 then redis.call('ZPOPMIN', KEYS[i], int(taken[i])) end
+  for _, i in ipairs(live) do
+    if taken[i] > 0 then redis.call('ZREMRANGEBYRANK', KEYS[i], '0', int(taken[i] - 1)) end
   end
 end
 local deadline = int(now + tonumber(ARGV[2]))
@@ -58,14 +65,14 @@ for n, id in ipairs(ids) do
   local f = redis.call('HMGET', jk, 'm', 'p', 'd', 'ra', 'a')
   local d = f[3] or old_limits(jk)
   local attempt = (tonumber(f[5]) or 0) + 1
-  local tok = ARGV[5] .. n
+  local tok = ARGV[5] .. int(n)
   redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1], 'w', ARGV[4])
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
   out[#out + 1] = {id, f[1], f[2], d, attempt, tok, f[4] or '0'}
 end
 zadd_all(KEYS[1], leases)
-for i = 2, n_methods + 1 do
+for _, i in ipairs(live) do
   -- Jobs left: make sure a wake-up is pending for the other workers.
   if redis.call('ZCARD', KEYS[i]) > 0 then wake(KEYS[i + n_methods]) end
 end
