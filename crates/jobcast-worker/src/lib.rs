@@ -21,4 +21,4 @@ mod runner;
 
 pub use context::Context;
 pub use handler::HandlerError;
-pub use runner::{Worker, WorkerBuilder, WorkerConfig};
+pub use runner::{DEFAULT_CONCURRENCY, Worker, WorkerBuilder, WorkerConfig};

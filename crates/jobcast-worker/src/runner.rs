@@ -16,6 +16,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// Outcomes that may wait to be recorded per handler slot.
 const OUTCOMES_PER_SLOT: usize = 16;
 
+/// Handlers a worker runs at once unless told otherwise. A place is taken from the claim that
+/// fetches a job until its handler returns, so a worker of short jobs completes at most this
+/// many per claim round trip: on Redis, 64 places held one gateway and worker to about 27,000
+/// jobs/s with Redis not yet saturated; 128 to 1,024 gave 33,000–34,500, where Redis is
+/// (docs/decisions.md). An unused place costs nothing, and a running handler is one task.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
 /// Tunables of a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -39,7 +46,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             worker_id: format!("w-{:08x}", fastrand::u32(..)),
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             lease: Duration::from_secs(30),
             claim_wait: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(15),

@@ -100,7 +100,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Handlers running at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = jobcast_worker::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Serve only these demo methods (comma-separated) [default: all].
     #[arg(long, value_delimiter = ',')]

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     /// Handlers the demo worker runs at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = jobcast_worker::DEFAULT_CONCURRENCY)]
     pub worker_concurrency: usize,
     /// How long ended jobs and their results are kept.
     #[arg(long, env = "JOBCAST_RETENTION", default_value = "24h", value_parser = parse_duration)]
