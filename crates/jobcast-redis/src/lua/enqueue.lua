@@ -23,7 +23,7 @@ local opened = 0
 local seq = nil
 local out = {}
 -- Ready jobs by method, {score, id, ...}: one ZADD and one wake-up check per method and call
--- (a call holds at most 64 jobs, lib.rs), not per job.
+-- (a call holds at most 256 jobs, lib.rs), not per job.
 local ready, methods = {}, {}
 for i = 8, #ARGV, 8 do
   local id, method, owner, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
