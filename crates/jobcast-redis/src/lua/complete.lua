@@ -2,7 +2,7 @@
 -- takes a worker's whole burst of completions, so the counters, the active and ended sets are
 -- updated once per call, not once per job, and each listening gateway gets one message: the
 -- event alone when it is one, a JSON array of them when there are several (record.rs reads
--- both; a gateway older than the arrays cannot, so gateways are upgraded before workers).
+-- both; a gateway older than the arrays cannot: README, upgrading).
 -- KEYS[1] active   KEYS[2] ended   KEYS[3] open   KEYS[4] end counts   KEYS[5] open per owner
 -- ARGV: 1 now ms, 2 inbox channel prefix {q}:inbox:, 3 job key prefix {q}:j:,
 --       4 listeners key prefix {q}:l:, then triples (job id, token, result JSON)
