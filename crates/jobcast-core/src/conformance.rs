@@ -71,6 +71,7 @@ where
     claim_filters_methods(make().await).await;
     one_claim_takes_the_best_across_methods(make().await).await;
     one_claim_takes_thousands(make().await).await;
+    a_burst_of_ends_reaches_the_listener(make().await).await;
     method_registry(make().await).await;
     topics_reach_other_gateways_in_order(make().await).await;
     presence_and_reports(make().await).await;
@@ -569,6 +570,53 @@ pub async fn one_claim_takes_thousands(b: Backend) {
         }
     }
     assert_eq!(b.queue.counts().await.unwrap().active, N as u64);
+}
+
+/// Hundreds of jobs completed at once, a few with results of 600 KB, each reach the listening
+/// gateway once, with their own result (Redis publishes a burst of final events to a gateway as
+/// one message, and a call carries at most about 4 MiB of results).
+pub async fn a_burst_of_ends_reaches_the_listener(b: Backend) {
+    const N: usize = 300;
+    const LARGE: usize = 8;
+    let mut inbox = b.bus.open_inbox(GW).unwrap();
+    for _ in 0..N {
+        b.queue
+            .enqueue(job("m", JobOptions::default()), GW)
+            .await
+            .unwrap();
+    }
+    let claimed = b
+        .queue
+        .claim("w", &methods(&["m"]), N, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), N);
+    let mut expected = std::collections::HashMap::new();
+    let mut ends = tokio::task::JoinSet::new();
+    for (i, c) in claimed.into_iter().enumerate() {
+        let result = if i % (N / LARGE) == 0 {
+            format!("\"{}\"", "x".repeat(600_000 + i))
+        } else {
+            format!("{{\"i\":{i}}}")
+        };
+        expected.insert(c.lease.job_id.clone(), result.clone());
+        let queue = b.queue.clone();
+        ends.spawn(async move { queue.complete(&c.lease, raw(&result)).await });
+    }
+    while let Some(r) = ends.join_next().await {
+        r.unwrap().unwrap();
+    }
+    while !expected.is_empty() {
+        match next_event(&mut inbox).await {
+            JobEvent::Finished { job_id, outcome } => {
+                let want = expected
+                    .remove(&job_id)
+                    .unwrap_or_else(|| panic!("an unexpected or second final event for {job_id}"));
+                assert_eq!(outcome.unwrap().get(), want);
+            }
+            JobEvent::Progress { .. } => panic!("no progress was reported"),
+        }
+    }
 }
 
 /// Most ended jobs a backend built for [`keeps_at_most_the_newest_ended_jobs`] may keep.

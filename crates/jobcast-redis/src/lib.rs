@@ -389,12 +389,34 @@ async fn ask<T, R>(
 /// (docs/decisions.md). A call of 256 holds Redis for a few milliseconds.
 const MAX_BATCH: usize = 256;
 
+/// Bytes of params or results past which an `enqueue` or `complete` call takes no more jobs:
+/// a burst of large jobs goes as several calls, so no call holds Redis for long, and the
+/// message of final events `complete` publishes to a gateway stays far below the 32 MB at which
+/// Redis (by default) disconnects a subscriber.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
 /// Takes what has queued on `rx` (at least one item, at most `max`), waiting only for the first.
 async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>, max: usize) -> Option<Vec<T>> {
-    let mut batch = vec![rx.recv().await?];
-    while batch.len() < max {
+    next_batch_within(rx, max, usize::MAX, |_| 0).await
+}
+
+/// [`next_batch`], also stopping once the items' `size`s add up to `max_bytes` (so a batch
+/// passes it by one item at most).
+async fn next_batch_within<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    max: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut bytes = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < max && bytes < max_bytes {
         match rx.try_recv() {
-            Ok(item) => batch.push(item),
+            Ok(item) => {
+                bytes += size(&item);
+                batch.push(item);
+            }
             Err(_) => break,
         }
     }
@@ -405,7 +427,9 @@ async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>, max: usize) -> Optio
 /// commit, as [`completer`] does): the sequence and the open-jobs counter are then read and
 /// written once per call.
 async fn submitter(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Submission>) {
-    while let Some(mut batch) = next_batch(&mut rx, MAX_BATCH).await {
+    let params = |s: &Submission| s.job.params.get().len();
+    while let Some(mut batch) = next_batch_within(&mut rx, MAX_BATCH, MAX_BATCH_BYTES, params).await
+    {
         let Some(inner) = inner.upgrade() else { return };
         let backend = RedisBackend { inner };
         // One call per gateway (a process usually has one).
@@ -489,7 +513,8 @@ struct Completion {
 /// ran (group commit): one job alone goes at once, and under load each call carries a burst,
 /// so Redis updates its counters and sets once per call rather than once per job.
 async fn completer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
+    let result = |c: &Completion| c.result.get().len();
+    while let Some(batch) = next_batch_within(&mut rx, MAX_BATCH, MAX_BATCH_BYTES, result).await {
         let Some(inner) = inner.upgrade() else { return };
         let backend = RedisBackend { inner };
         let k = backend.keys();
@@ -1285,5 +1310,27 @@ impl Bus for RedisBackend {
             .collect();
         v.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_stop_at_their_count_or_once_past_their_bytes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for size in [3, 2, 9, 1, 1, 1] {
+            tx.send(size).unwrap();
+        }
+        let mut next = async || {
+            next_batch_within(&mut rx, 2, 4, |n: &usize| *n)
+                .await
+                .unwrap()
+        };
+        assert_eq!(next().await, [3, 2], "3 is under 4 bytes, 2 more pass it");
+        assert_eq!(next().await, [9], "the first is taken whatever its size");
+        assert_eq!(next().await, [1, 1], "at most 2");
+        assert_eq!(next().await, [1]);
     }
 }
