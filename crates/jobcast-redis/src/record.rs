@@ -20,8 +20,13 @@ pub struct Spec<'a> {
     /// Owner.
     #[serde(borrow)]
     pub o: Cow<'a, str>,
-    /// The submitting call's request id.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    /// The submitting call's request id (a JSON `null` id is kept, as `Some`).
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present_ref",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub r: Option<&'a RawValue>,
     /// Attempts allowed.
     pub max: u32,
@@ -122,6 +127,11 @@ pub fn snapshot(id: &str, h: &HashMap<String, String>) -> Option<JobSnapshot> {
     })
 }
 
+/// Keeps a present `null` as `Some(null)`, borrowed.
+fn present_ref<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&'a RawValue>::deserialize(d).map(Some)
+}
+
 /// Keeps a present `null` as `Some(null)`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(d).map(Some)
@@ -195,6 +205,47 @@ pub fn events(payload: &str, mut each: impl FnMut(JobEvent)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_reads_the_fixed_part() {
+        for (request_id, want) in [
+            (Some(r#""req-1""#), Some(r#""req-1""#)),
+            (Some("null"), Some("null")),
+            (
+                Some("12345678901234567890123"),
+                Some("12345678901234567890123"),
+            ),
+            (None, None),
+        ] {
+            let job = NewJob {
+                id: "a".into(),
+                method: "m".into(),
+                params: RawValue::from_string("[1]".into()).unwrap(),
+                owner: "ü \"x\"".into(),
+                request_id: request_id
+                    .and_then(|r| RequestId::from_raw(RawValue::from_string(r.into()).unwrap())),
+                options: jobcast_protocol::JobOptions {
+                    attempts: 3,
+                    timeout_ms: Some(500),
+                    ..Default::default()
+                },
+                max_open_per_owner: 0,
+            };
+            let h: HashMap<String, String> = [
+                ("s", "queued"),
+                ("m", "m"),
+                ("d", Spec::of(&job, 42).to_json().as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            let snap = snapshot("a", &h).unwrap();
+            assert_eq!(snap.owner, job.owner);
+            assert_eq!((snap.attempts, snap.created_at), (3, 42));
+            assert_eq!(snap.request_id.as_ref().map(|r| r.as_json()), want);
+            assert_eq!(limits(&h["d"]), (3, Some(Duration::from_millis(500))));
+        }
+    }
 
     fn read(payload: &str) -> (bool, Vec<JobEvent>) {
         let mut all = Vec::new();
