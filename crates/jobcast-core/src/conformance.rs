@@ -62,6 +62,7 @@ where
     priority_then_fifo(make().await).await;
     delayed_jobs_wait(make().await).await;
     retries_then_success(make().await).await;
+    exponential_backoff_doubles(make().await).await;
     last_failure_is_final(make().await).await;
     timeout_on_last_attempt(make().await).await;
     non_retryable_fails_at_once(make().await).await;
@@ -263,6 +264,54 @@ pub async fn retries_then_success(b: Backend) {
         (snap.state, snap.attempt, snap.attempts),
         (JobState::Completed, 3, 3)
     );
+}
+
+/// An exponential backoff waits its delay after the first failed attempt, twice it after the
+/// second.
+pub async fn exponential_backoff_doubles(b: Backend) {
+    let j = job(
+        "m",
+        JobOptions {
+            attempts: 3,
+            backoff: Backoff {
+                kind: BackoffKind::Exponential,
+                delay_ms: 200,
+                jitter: 0.0,
+            },
+            ..Default::default()
+        },
+    );
+    b.queue.enqueue(j, GW).await.unwrap();
+    for (attempt, delay) in [(1, 200), (2, 400)] {
+        let c = b
+            .queue
+            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(c[0].attempt, attempt);
+        let before = crate::now_ms();
+        let out = b
+            .queue
+            .fail(
+                &c[0].lease,
+                AttemptFailure::Error {
+                    message: "boom".into(),
+                    retryable: true,
+                },
+            )
+            .await
+            .unwrap();
+        let after = crate::now_ms();
+        let FailOutcome::Retrying { at_ms } = out else {
+            panic!("attempt {attempt} of 3 is retried: {out:?}");
+        };
+        assert!(
+            (at_ms - after..=at_ms - before).contains(&delay),
+            "attempt {attempt}: retried at now + {}..{} ms, not + {delay}",
+            at_ms - after,
+            at_ms - before
+        );
+    }
 }
 
 /// The last failed attempt ends the job with -32000 and `data.attempts`.

@@ -465,9 +465,10 @@ impl RedisBackend {
                 .arg(&job.method)
                 .arg(job.params.get())
                 .arg(&job.owner)
+                .arg(job.request_id.as_ref().map_or("", |r| r.as_json()))
                 .arg(job.options.priority)
                 .arg(job.options.delay_ms)
-                .arg(record::Spec::of(job, now).to_json())
+                .arg(record::Spec::of(&job.options, now).to_json())
                 .arg(job.max_open_per_owner);
         }
         let r: Result<Vec<(i64, String, String)>> =

@@ -1,68 +1,60 @@
 //! The job hash's fixed part (field `d`), and reading Redis replies into jobcast types: a job
 //! hash into a snapshot, an inbox message into a job event.
 
-use jobcast_core::{JobError, JobEvent, JobSnapshot, JobState, NewJob};
-use jobcast_protocol::{BackoffKind, RequestId};
+use jobcast_core::{JobError, JobEvent, JobSnapshot, JobState};
+use jobcast_protocol::{BackoffKind, JobOptions, RequestId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use std::{borrow::Cow, collections::HashMap, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
-/// What never changes about a job and is not read on its hot paths, stored as one JSON field
-/// `d` of the job hash rather than a field each: a hash of fewer fields is cheaper to write
-/// and to search (Redis scans a small hash's fields in order), and smaller (docs/benchmarks.md
-/// has the figures). The fields the scripts read on every claim or end stay fields of
-/// their own: state, method, priority, params, run-at, attempt, token, gateway. Scripts read
-/// `d` (with `cjson`) only on rare paths: a failed attempt's backoff, a resubmission's owner.
+/// What never changes about a job and is not read on its hot paths, stored as one field `d`
+/// of the job hash rather than a field each: attempts, timeout, backoff, creation time, as a
+/// JSON array `[max, tmo|null, 0 (fixed backoff)|1 (exponential), backoff ms, jitter, created
+/// ms]`. A hash
+/// of fewer fields is cheaper to write and to search, and smaller (docs/benchmarks.md has the
+/// figures); an array of numbers stays under 64 bytes, Redis's default
+/// `hash-max-listpack-value`, past which a hash is stored as a hash table, over twice as large.
+/// (The owner and the request id, of any length, are fields of their own.) The fields the
+/// scripts read on every claim or end stay fields of their own. Scripts read `d` (with `cjson`)
+/// only for a failed attempt's backoff.
 ///
 /// Jobs stored before `d` existed have these as fields of their own; every reader takes both.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct Spec<'a> {
-    /// Owner.
-    #[serde(borrow)]
-    pub o: Cow<'a, str>,
-    /// The submitting call's request id (a JSON `null` id is kept, as `Some`).
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "present_ref",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub r: Option<&'a RawValue>,
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct Spec(
     /// Attempts allowed.
-    pub max: u32,
+    pub u32,
     /// Timeout of one attempt, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tmo: Option<u64>,
-    /// Backoff: `fixed` or `exponential`, base delay ms, jitter fraction.
-    pub bk: Cow<'a, str>,
-    pub bkd: u64,
-    pub bkj: f64,
+    pub Option<u64>,
+    /// Backoff kind: 0 fixed, 1 exponential.
+    pub u8,
+    /// Backoff base delay, ms.
+    pub u64,
+    /// Backoff jitter fraction.
+    pub f64,
     /// Created, ms.
-    pub c: u64,
-}
+    pub u64,
+);
 
-impl<'a> Spec<'a> {
-    /// The fixed part of `job`, submitted at `now_ms`.
-    pub fn of(job: &'a NewJob, now_ms: u64) -> Self {
-        let o = &job.options;
-        Spec {
-            o: Cow::Borrowed(&job.owner),
-            r: job.request_id.as_ref().map(|r| r.as_raw()),
-            max: o.attempts,
-            tmo: o.timeout_ms,
-            bk: Cow::Borrowed(match o.backoff.kind {
-                BackoffKind::Fixed => "fixed",
-                BackoffKind::Exponential => "exponential",
-            }),
-            bkd: o.backoff.delay_ms,
-            bkj: o.backoff.jitter,
-            c: now_ms,
-        }
+impl Spec {
+    /// The fixed part of a job with `options`, submitted at `now_ms`.
+    pub fn of(options: &JobOptions, now_ms: u64) -> Self {
+        let kind = match options.backoff.kind {
+            BackoffKind::Fixed => 0,
+            BackoffKind::Exponential => 1,
+        };
+        Spec(
+            options.attempts,
+            options.timeout_ms,
+            kind,
+            options.backoff.delay_ms,
+            options.backoff.jitter,
+            now_ms,
+        )
     }
 
     /// As stored.
     pub fn to_json(&self) -> String {
-        // A struct of strings and numbers always serializes.
+        // A tuple of numbers always serializes.
         serde_json::to_string(self).unwrap_or_default()
     }
 }
@@ -70,14 +62,8 @@ impl<'a> Spec<'a> {
 /// The attempts allowed and the attempt timeout in a claimed job's `d` (the claim script
 /// writes one for a job stored before `d` existed). Unreadable: one attempt, no timeout.
 pub fn limits(d: &str) -> (u32, Option<Duration>) {
-    #[derive(Deserialize)]
-    struct Limits {
-        max: u32,
-        #[serde(default)]
-        tmo: Option<u64>,
-    }
-    match serde_json::from_str::<Limits>(d) {
-        Ok(l) => (l.max, l.tmo.map(Duration::from_millis)),
+    match serde_json::from_str::<Spec>(d) {
+        Ok(s) => (s.0, s.1.map(Duration::from_millis)),
         Err(_) => (1, None),
     }
 }
@@ -97,15 +83,12 @@ pub fn snapshot(id: &str, h: &HashMap<String, String>) -> Option<JobSnapshot> {
     let st = state(get("s")?)?;
     let spec = get("d").and_then(|d| serde_json::from_str::<Spec>(d).ok());
     // A job stored before `d` existed has these as fields of their own.
-    let (owner, request_id, attempts, created_at) = match spec {
-        Some(d) => (d.o.into_owned(), d.r.map(RawValue::to_owned), d.max, d.c),
-        None => (
-            get("o").unwrap_or_default().to_owned(),
-            get("r").and_then(raw),
-            num("max").unwrap_or(1) as u32,
-            num("c").unwrap_or(0),
-        ),
+    let (attempts, created_at) = match spec {
+        Some(d) => (d.0, d.5),
+        None => (num("max").unwrap_or(1) as u32, num("c").unwrap_or(0)),
     };
+    // The owner is field o when the job counts against its owner's cap, u when not.
+    let owner = get("o").or_else(|| get("u")).unwrap_or_default().to_owned();
     Some(JobSnapshot {
         job_id: id.to_owned(),
         method: get("m")?.to_owned(),
@@ -123,13 +106,8 @@ pub fn snapshot(id: &str, h: &HashMap<String, String>) -> Option<JobSnapshot> {
         },
         error: get("err").and_then(|e| serde_json::from_str::<JobError>(e).ok()),
         owner,
-        request_id: request_id.and_then(RequestId::from_raw),
+        request_id: get("r").and_then(raw).and_then(RequestId::from_raw),
     })
-}
-
-/// Keeps a present `null` as `Some(null)`, borrowed.
-fn present_ref<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
-    <&'a RawValue>::deserialize(d).map(Some)
 }
 
 /// Keeps a present `null` as `Some(null)`.
@@ -207,44 +185,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_snapshot_reads_the_fixed_part() {
-        for (request_id, want) in [
-            (Some(r#""req-1""#), Some(r#""req-1""#)),
-            (Some("null"), Some("null")),
-            (
-                Some("12345678901234567890123"),
-                Some("12345678901234567890123"),
-            ),
-            (None, None),
-        ] {
-            let job = NewJob {
-                id: "a".into(),
-                method: "m".into(),
-                params: RawValue::from_string("[1]".into()).unwrap(),
-                owner: "ü \"x\"".into(),
-                request_id: request_id
-                    .and_then(|r| RequestId::from_raw(RawValue::from_string(r.into()).unwrap())),
-                options: jobcast_protocol::JobOptions {
-                    attempts: 3,
-                    timeout_ms: Some(500),
-                    ..Default::default()
-                },
-                max_open_per_owner: 0,
-            };
-            let h: HashMap<String, String> = [
-                ("s", "queued"),
-                ("m", "m"),
-                ("d", Spec::of(&job, 42).to_json().as_str()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+    fn a_snapshot_reads_the_fixed_part_and_the_owner() {
+        let options = JobOptions {
+            attempts: 3,
+            timeout_ms: Some(500),
+            ..Default::default()
+        };
+        let d = Spec::of(&options, 42).to_json();
+        assert_eq!(limits(&d), (3, Some(Duration::from_millis(500))));
+        for (owner_field, request_id) in
+            [("u", Some(r#""req-1""#)), ("o", Some("null")), ("u", None)]
+        {
+            let mut h: HashMap<String, String> = [("s", "queued"), ("m", "m"), ("d", d.as_str())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            h.insert(owner_field.into(), "ü \"x\"".into());
+            if let Some(r) = request_id {
+                h.insert("r".into(), r.into());
+            }
             let snap = snapshot("a", &h).unwrap();
-            assert_eq!(snap.owner, job.owner);
+            assert_eq!(snap.owner, "ü \"x\"");
             assert_eq!((snap.attempts, snap.created_at), (3, 42));
-            assert_eq!(snap.request_id.as_ref().map(|r| r.as_json()), want);
-            assert_eq!(limits(&h["d"]), (3, Some(Duration::from_millis(500))));
+            assert_eq!(snap.request_id.as_ref().map(|r| r.as_json()), request_id);
         }
+    }
+
+    /// Past 64 bytes (Redis's default `hash-max-listpack-value`) a job's hash would be stored
+    /// as a hash table, over twice as large.
+    #[test]
+    fn the_fixed_part_stays_under_64_bytes() {
+        let options = JobOptions {
+            attempts: 100,
+            timeout_ms: Some(86_400_000),
+            backoff: jobcast_protocol::Backoff {
+                kind: BackoffKind::Exponential,
+                delay_ms: 30 * 86_400_000,
+                jitter: 0.1 + 0.2,
+            },
+            ..Default::default()
+        };
+        let d = Spec::of(&options, 9_999_999_999_999).to_json();
+        assert!(d.len() <= 64, "{} bytes: {d}", d.len());
+        assert_eq!(limits(&d), (100, Some(Duration::from_millis(86_400_000))));
     }
 
     fn read(payload: &str) -> (bool, Vec<JobEvent>) {

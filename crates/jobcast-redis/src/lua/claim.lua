@@ -8,12 +8,13 @@
 -- fixed part (record.rs).
 local now = tonumber(ARGV[1])
 
--- For a job stored before field d existed: the part of d a worker reads, from the old fields.
+-- For a job stored before field d existed: a d with what a worker reads (attempts, timeout),
+-- from the old fields.
 local function old_limits(jk)
   local f = redis.call('HMGET', jk, 'max', 'tmo')
-  local d = '{"max":' .. (f[1] or '1')
-  if f[2] and f[2] ~= '' then d = d .. ',"tmo":' .. f[2] end
-  return d .. '}'
+  local tmo = 'null'
+  if f[2] and f[2] ~= '' then tmo = f[2] end
+  return '[' .. (f[1] or '1') .. ',' .. tmo .. ',0,0,0,0]'
 end
 
 local n_methods = tonumber(ARGV[7])

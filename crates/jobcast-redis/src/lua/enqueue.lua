@@ -5,17 +5,18 @@
 -- KEYS[4] open jobs per owner {q}:owners
 -- ARGV: 1 now ms, 2 listener gateway id, 3 max open jobs, 4 job key prefix {q}:j:,
 --       5 listeners key prefix {q}:l:, 6 ready key prefix {q}:ready:, 7 marker key prefix
---       {q}:mark:, then per job 8 values: id, method, params, owner, priority, delay ms,
---       d (the job's fixed part as JSON, record.rs), max open jobs of this owner (0 = no limit)
+--       {q}:mark:, then per job 9 values: id, method, params, owner, request id JSON ('' =
+--       none), priority, delay ms, d (the job's fixed part as JSON, record.rs), max open jobs of
+--       this owner (0 = no limit)
 -- Returns per job, in order: {duplicate 0|1, state, owner}, or {-1, 'FULL', ''} (queue) or
 -- {-1, 'OWNER_FULL', ''} (owner).
--- Job hash fields: s state, g submitting gateway, m method, p params, d fixed part (owner,
--- request id, attempts, timeout, backoff, created: record.rs), ra run at, pr priority, seq,
--- o owner (only when counted against its cap, see `counted`), then as the job runs: tok lease
--- token ('' once released), a attempt, sa started, w worker, pg progress, st stalls, f
--- finished, res result, err error JSON, gx 1 when the listeners set has other gateways.
--- Jobs stored by earlier versions have no d: they have fields o, r, max, tmo, bkt, bkd, bkj,
--- c and oc instead, and every script still reads them.
+-- Job hash fields: s state, g submitting gateway, m method, p params, d fixed part (attempts,
+-- timeout, backoff, created: record.rs), ra run at, pr priority, seq, o owner when counted
+-- against its cap or u when not (see `counted`), r request id (when there is one), then as
+-- the job runs: tok lease token ('' once released), a attempt, sa started, w worker, pg
+-- progress, st stalls, f finished, res result, err error JSON, gx 1 when the listeners set
+-- has other gateways. Jobs stored by earlier versions have no d: they have fields max, tmo,
+-- bkt, bkd, bkj, c and oc instead, and o always, and every script still reads them.
 local now = tonumber(ARGV[1])
 local gw, max_open = ARGV[2], tonumber(ARGV[3])
 local open = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -25,10 +26,10 @@ local out = {}
 -- Ready jobs by method, {score, id, ...}: one ZADD and one wake-up check per method and call
 -- (a call holds at most 256 jobs, lib.rs), not per job.
 local ready, methods = {}, {}
-for i = 8, #ARGV, 8 do
-  local id, method, owner, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+for i = 8, #ARGV, 9 do
+  local id, method, owner, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 5]
   local jk = ARGV[4] .. id
-  local f = redis.call('HMGET', jk, 's', 'o', 'd')
+  local f = redis.call('HMGET', jk, 's', 'o', 'u')
   local state = f[1]
   if state then
     local o = owner_of(f[2], f[3])
@@ -37,29 +38,34 @@ for i = 8, #ARGV, 8 do
   elseif open + opened >= max_open then
     out[#out + 1] = {-1, 'FULL', ''}
   else
-    local owner_cap = tonumber(ARGV[i + 7])
+    local owner_cap = tonumber(ARGV[i + 8])
     if owner_cap > 0 and tonumber(redis.call('HGET', KEYS[4], owner) or '0') >= owner_cap then
       out[#out + 1] = {-1, 'OWNER_FULL', ''}
     else
       -- Sequence numbers: one INCRBY for the rest of the batch, handed out in order.
       if not seq then
-        local remaining = math.floor((#ARGV - i) / 8) + 1
+        local remaining = math.floor((#ARGV - i) / 9) + 1
         seq = redis.call('INCRBY', KEYS[2], remaining) - remaining
       end
       seq = seq + 1
-      local delay = tonumber(ARGV[i + 5])
+      local delay = tonumber(ARGV[i + 6])
       state = 'queued'
       if delay > 0 then state = 'delayed' end
       local at = int(now + delay)
       -- The fields a claim reads come first: a small hash is one list that Redis searches
       -- from the start for each field named.
+      local owner_field = 'u'
       if owner_cap > 0 then
-        redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
-          'd', ARGV[i + 6], 'ra', at, 'pr', priority, 'seq', int(seq), 'o', owner)
+        owner_field = 'o'
         count_owner(KEYS[4], owner, 1)
+      end
+      if ARGV[i + 4] == '' then
+        redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
+          'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner)
       else
         redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
-          'd', ARGV[i + 6], 'ra', at, 'pr', priority, 'seq', int(seq))
+          'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner,
+          'r', ARGV[i + 4])
       end
       if delay > 0 then
         redis.call('ZADD', KEYS[1], at, id)

@@ -9,9 +9,12 @@
 if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return {-1, 0} end
 local f = redis.call('HMGET', KEYS[1], 'a', 'max', 'bkt', 'bkd', 'bkj', 'pr', 'o', 'g', 'gx', 'oc', 'd')
 if f[11] then
-  -- The limits are in the job's fixed part (a job stored before d existed has fields).
+  -- The limits are in the job's fixed part, [max, tmo, kind, delay, jitter, created]
+  -- (record.rs); a job stored before d existed has fields.
   local d = cjson.decode(f[11])
-  f[2], f[3], f[4], f[5] = d.max, d.bk, d.bkd, d.bkj
+  f[2], f[4], f[5] = d[1], d[4], d[5]
+  f[3] = 'fixed'
+  if d[3] == 1 then f[3] = 'exponential' end
 end
 local attempt, max = tonumber(f[1]), tonumber(f[2])
 local now = tonumber(ARGV[5])

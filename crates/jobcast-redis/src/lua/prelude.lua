@@ -44,21 +44,18 @@ end
 
 -- The owner a job is counted against, or nil, from its hash fields o and oc: a job counts
 -- against its owner's cap of open jobs only when it was submitted under one. Counting costs two
--- commands per job, so jobs submitted without a cap skip it. A job stored now has field o only
--- when it is counted (and no oc). Jobs stored by earlier versions always have o, and said
--- whether they count with oc = '1' or '0'; those without oc were stored before it existed,
--- when every job was counted.
+-- commands per job, so jobs submitted without a cap skip it. A job stored now has its owner in
+-- field o when it is counted and in field u when not (and no oc). Jobs stored by earlier
+-- versions always have o, and said whether they count with oc = '1' or '0'; those without oc
+-- were stored before it existed, when every job was counted.
 local function counted(owner, oc)
   if oc == '0' then return nil end
   return owner
 end
 
--- A job's owner from its hash fields o and d: o is kept only for jobs counted against their
--- owner's cap (and by jobs stored before d existed); any other job has it in d (record.rs).
-local function owner_of(o, d)
-  if o then return o end
-  if d then return cjson.decode(d).o end
-  return nil
+-- A job's owner from its hash fields o and u (see `counted`).
+local function owner_of(o, u)
+  return o or u
 end
 
 -- Counts a job of `owner` opening (+1) or ending (-1) in the open-jobs-per-owner hash (the
