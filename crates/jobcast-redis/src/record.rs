@@ -8,15 +8,14 @@ use serde_json::value::RawValue;
 use std::{collections::HashMap, time::Duration};
 
 /// What never changes about a job and is not read on its hot paths, stored as one field `d`
-/// of the job hash rather than a field each: attempts, timeout, backoff, creation time, as a
-/// JSON array `[max, tmo|null, 0 (fixed backoff)|1 (exponential), backoff ms, jitter, created
-/// ms]`. A hash
-/// of fewer fields is cheaper to write and to search, and smaller (docs/benchmarks.md has the
-/// figures); an array of numbers stays under 64 bytes, Redis's default
-/// `hash-max-listpack-value`, past which a hash is stored as a hash table, over twice as large.
-/// (The owner and the request id, of any length, are fields of their own.) The fields the
-/// scripts read on every claim or end stay fields of their own. Scripts read `d` (with `cjson`)
-/// only for a failed attempt's backoff.
+/// of the job hash rather than a field each: attempts, timeout, backoff and creation time, as
+/// a JSON array `[max, tmo|null, 0 (fixed backoff)|1 (exponential), backoff ms, jitter,
+/// created ms]`. A hash of fewer fields is cheaper to write and to search, and smaller
+/// (docs/benchmarks.md has the figures). An array of numbers stays within 64 bytes, Redis's
+/// default `hash-max-listpack-value`, past which a hash is stored as a hash table, over twice
+/// as large; so the owner and the request id, of any length, are fields of their own, as are
+/// the fields the scripts read on every claim or end. Scripts read `d` (with `cjson`) only for
+/// a failed attempt's backoff.
 ///
 /// Jobs stored before `d` existed have these as fields of their own; every reader takes both.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]

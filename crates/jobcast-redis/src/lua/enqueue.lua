@@ -52,13 +52,14 @@ for i = 8, #ARGV, 9 do
       state = 'queued'
       if delay > 0 then state = 'delayed' end
       local at = int(now + delay)
-      -- The fields a claim reads come first: a small hash is one list that Redis searches
-      -- from the start for each field named.
+      -- The owner is field o when counted against its cap, u when not (see `counted`).
       local owner_field = 'u'
       if owner_cap > 0 then
         owner_field = 'o'
         count_owner(KEYS[4], owner, 1)
       end
+      -- The fields a claim reads come first: a small hash is one list that Redis searches
+      -- from the start for each field named. The request id (r) only when there is one.
       if ARGV[i + 4] == '' then
         redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
           'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner)
