@@ -8,7 +8,7 @@
 # $WORK/results.jsonl, and a Markdown summary (figures, ratios, targets met or not) in
 # $WORK/summary.md, printed at the end.
 #
-#   bench/compare.sh                      # everything, 2 rounds, 10 s per load
+#   bench/compare.sh                      # everything, 3 rounds, 10 s per load (~15 min)
 #   ROUNDS=1 DURATION=5s bench/compare.sh # quicker
 #   ONLY="jobs" bench/compare.sh          # jobs | fanout | idle | scale, space-separated
 #
@@ -27,7 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REF_SRC="${REFERENCE_DIR:-$ROOT/../shared/reference}"
 WORK="${WORK:-/tmp/jobcast-compare}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 ONLY="${ONLY:-jobs fanout idle scale}"
 IDLE_N="${IDLE_N:-19000}"
