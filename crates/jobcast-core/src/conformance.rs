@@ -41,6 +41,25 @@ fn methods(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// The next ready job of method `m` (one claim of at most one); panics when there is none.
+async fn claim_one(b: &Backend) -> crate::ClaimedJob {
+    let mut c = b
+        .queue
+        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1, "one job to claim");
+    c.remove(0)
+}
+
+/// A handler's error.
+fn failed(message: &str, retryable: bool) -> AttemptFailure {
+    AttemptFailure::Error {
+        message: message.into(),
+        retryable,
+    }
+}
+
 async fn next_event(inbox: &mut UnboundedReceiver<Inbound>) -> JobEvent {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await {
@@ -167,12 +186,8 @@ pub async fn priority_then_fifo(b: Backend) {
     }
     let mut order = Vec::new();
     for _ in 0..4 {
-        let c = b
-            .queue
-            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-            .await
-            .unwrap();
-        order.push(c[0].lease.job_id.clone());
+        let c = claim_one(&b).await;
+        order.push(c.lease.job_id.clone());
     }
     assert_eq!(
         order,
@@ -231,34 +246,16 @@ pub async fn retries_then_success(b: Backend) {
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
     for attempt in 1..=2 {
-        let c = b
-            .queue
-            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-            .await
-            .unwrap();
-        assert_eq!(c[0].attempt, attempt);
-        let out = b
-            .queue
-            .fail(
-                &c[0].lease,
-                AttemptFailure::Error {
-                    message: "boom".into(),
-                    retryable: true,
-                },
-            )
-            .await
-            .unwrap();
+        let c = claim_one(&b).await;
+        assert_eq!(c.attempt, attempt);
+        let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
         assert!(matches!(out, FailOutcome::Retrying { .. }));
         let s = b.queue.snapshot(&id).await.unwrap().unwrap().state;
         assert!(matches!(s, JobState::Delayed | JobState::Queued));
     }
-    let c = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(c[0].attempt, 3);
-    b.queue.complete(&c[0].lease, raw("true")).await.unwrap();
+    let c = claim_one(&b).await;
+    assert_eq!(c.attempt, 3);
+    b.queue.complete(&c.lease, raw("true")).await.unwrap();
     let snap = b.queue.snapshot(&id).await.unwrap().unwrap();
     assert_eq!(
         (snap.state, snap.attempt, snap.attempts),
@@ -283,24 +280,10 @@ pub async fn exponential_backoff_doubles(b: Backend) {
     );
     b.queue.enqueue(j, GW).await.unwrap();
     for (attempt, delay) in [(1, 200), (2, 400)] {
-        let c = b
-            .queue
-            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-            .await
-            .unwrap();
-        assert_eq!(c[0].attempt, attempt);
+        let c = claim_one(&b).await;
+        assert_eq!(c.attempt, attempt);
         let before = crate::now_ms();
-        let out = b
-            .queue
-            .fail(
-                &c[0].lease,
-                AttemptFailure::Error {
-                    message: "boom".into(),
-                    retryable: true,
-                },
-            )
-            .await
-            .unwrap();
+        let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
         let after = crate::now_ms();
         let FailOutcome::Retrying { at_ms } = out else {
             panic!("attempt {attempt} of 3 is retried: {out:?}");
@@ -327,22 +310,8 @@ pub async fn last_failure_is_final(b: Backend) {
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
     for expect in [FailOutcome::Retrying { at_ms: 0 }, FailOutcome::Dead] {
-        let c = b
-            .queue
-            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-            .await
-            .unwrap();
-        let out = b
-            .queue
-            .fail(
-                &c[0].lease,
-                AttemptFailure::Error {
-                    message: "boom".into(),
-                    retryable: true,
-                },
-            )
-            .await
-            .unwrap();
+        let c = claim_one(&b).await;
+        let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
         assert_eq!(
             std::mem::discriminant(&out),
             std::mem::discriminant(&expect)
@@ -373,13 +342,9 @@ pub async fn timeout_on_last_attempt(b: Backend) {
         .enqueue(job("m", JobOptions::default()), GW)
         .await
         .unwrap();
-    let c = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
+    let c = claim_one(&b).await;
     b.queue
-        .fail(&c[0].lease, AttemptFailure::TimedOut)
+        .fail(&c.lease, AttemptFailure::TimedOut)
         .await
         .unwrap();
     match next_event(&mut inbox).await {
@@ -401,22 +366,8 @@ pub async fn non_retryable_fails_at_once(b: Backend) {
     );
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
-    let c = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
-    let out = b
-        .queue
-        .fail(
-            &c[0].lease,
-            AttemptFailure::Error {
-                message: "bad".into(),
-                retryable: false,
-            },
-        )
-        .await
-        .unwrap();
+    let c = claim_one(&b).await;
+    let out = b.queue.fail(&c.lease, failed("bad", false)).await.unwrap();
     assert_eq!(out, FailOutcome::Dead);
     assert_eq!(
         b.queue.snapshot(&id).await.unwrap().unwrap().state,
@@ -455,18 +406,14 @@ pub async fn cancel_queued_and_active(b: Backend) {
     let active = job("m", JobOptions::default());
     let aid = active.id.clone();
     b.queue.enqueue(active, GW).await.unwrap();
-    let claimed = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
-    assert!(!claimed[0].cancel.is_cancelled());
+    let claimed = claim_one(&b).await;
+    assert!(!claimed.cancel.is_cancelled());
     let c = b.queue.cancel(&aid).await.unwrap().unwrap();
     assert!(c.cancelled);
-    tokio::time::timeout(Duration::from_secs(5), claimed[0].cancel.cancelled())
+    tokio::time::timeout(Duration::from_secs(5), claimed.cancel.cancelled())
         .await
         .expect("the worker's cancel token did not fire");
-    assert!(b.queue.complete(&claimed[0].lease, raw("1")).await.is_err());
+    assert!(b.queue.complete(&claimed.lease, raw("1")).await.is_err());
     assert_eq!(
         b.queue.snapshot(&aid).await.unwrap().unwrap().state,
         JobState::Cancelled
@@ -680,12 +627,8 @@ pub async fn keeps_at_most_the_newest_ended_jobs(b: Backend) {
         let j = job("m", JobOptions::default());
         ids.push(j.id.clone());
         b.queue.enqueue(j, GW).await.unwrap();
-        let c = b
-            .queue
-            .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-            .await
-            .unwrap();
-        b.queue.complete(&c[0].lease, raw("1")).await.unwrap();
+        let c = claim_one(&b).await;
+        b.queue.complete(&c.lease, raw("1")).await.unwrap();
         // Distinct end times, so "oldest" is well defined.
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
@@ -870,21 +813,14 @@ pub async fn operators_list_retry_and_purge(b: Backend) {
         vec![ids[3].clone()]
     );
     // The best job runs and dies; it is listed as failed, then retried from attempt 1.
-    let claimed = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(claimed[0].lease.job_id, ids[1]);
+    let claimed = claim_one(&b).await;
+    assert_eq!(claimed.lease.job_id, ids[1]);
     assert_eq!(
         listed(b.queue.list(JobState::Active, 0, 10).await.unwrap()),
         vec![ids[1].clone()]
     );
-    let failure = AttemptFailure::Error {
-        message: "bad".into(),
-        retryable: false,
-    };
-    b.queue.fail(&claimed[0].lease, failure).await.unwrap();
+    let failure = failed("bad", false);
+    b.queue.fail(&claimed.lease, failure).await.unwrap();
     assert_eq!(
         listed(b.queue.list(JobState::Failed, 0, 10).await.unwrap()),
         vec![ids[1].clone()]
@@ -978,13 +914,7 @@ pub async fn open_jobs_are_capped_per_owner(b: Backend) {
     assert_eq!(c.len(), 2);
     b.queue.complete(&c[0].lease, raw("1")).await.unwrap();
     b.queue
-        .fail(
-            &c[1].lease,
-            AttemptFailure::Error {
-                message: "bad".into(),
-                retryable: false,
-            },
-        )
+        .fail(&c[1].lease, failed("bad", false))
         .await
         .unwrap();
     b.queue.enqueue(capped("u1"), GW).await.unwrap();
@@ -1012,22 +942,18 @@ pub async fn handed_back_jobs_keep_their_place(b: Backend) {
     let (a, z) = (first.id.clone(), second.id.clone());
     b.queue.enqueue(first, GW).await.unwrap();
     b.queue.enqueue(second, GW).await.unwrap();
-    let c = b
-        .queue
-        .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(c[0].lease.job_id, a);
-    b.queue.hand_back(&c[0].lease).await.unwrap();
+    let c = claim_one(&b).await;
+    assert_eq!(c.lease.job_id, a);
+    b.queue.hand_back(&c.lease).await.unwrap();
     let s = b.queue.snapshot(&a).await.unwrap().unwrap();
     assert_eq!(s.state, JobState::Queued);
     assert_eq!(s.attempt, 0);
     assert!(matches!(
-        b.queue.complete(&c[0].lease, raw("1")).await,
+        b.queue.complete(&c.lease, raw("1")).await,
         Err(crate::Error::LeaseLost(_))
     ));
     assert!(matches!(
-        b.queue.hand_back(&c[0].lease).await,
+        b.queue.hand_back(&c.lease).await,
         Err(crate::Error::LeaseLost(_))
     ));
     let again = b
