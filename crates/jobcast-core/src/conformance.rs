@@ -41,10 +41,10 @@ fn methods(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-/// The next ready job of method `m` (one claim of at most one); panics when there is none.
-async fn claim_one(b: &Backend) -> crate::ClaimedJob {
-    let mut c = b
-        .queue
+/// The next ready job of method `m`, claimed by worker `w` (one claim of at most one, waiting
+/// up to 1.5 s); panics when there is none. Backend crates' own tests use it too.
+pub async fn claim_one(queue: &dyn JobQueue) -> crate::ClaimedJob {
+    let mut c = queue
         .claim("w", &methods(&["m"]), 1, LEASE, WAIT)
         .await
         .unwrap();
@@ -186,7 +186,7 @@ pub async fn priority_then_fifo(b: Backend) {
     }
     let mut order = Vec::new();
     for _ in 0..4 {
-        let c = claim_one(&b).await;
+        let c = claim_one(&*b.queue).await;
         order.push(c.lease.job_id.clone());
     }
     assert_eq!(
@@ -246,14 +246,14 @@ pub async fn retries_then_success(b: Backend) {
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
     for attempt in 1..=2 {
-        let c = claim_one(&b).await;
+        let c = claim_one(&*b.queue).await;
         assert_eq!(c.attempt, attempt);
         let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
         assert!(matches!(out, FailOutcome::Retrying { .. }));
         let s = b.queue.snapshot(&id).await.unwrap().unwrap().state;
         assert!(matches!(s, JobState::Delayed | JobState::Queued));
     }
-    let c = claim_one(&b).await;
+    let c = claim_one(&*b.queue).await;
     assert_eq!(c.attempt, 3);
     b.queue.complete(&c.lease, raw("true")).await.unwrap();
     let snap = b.queue.snapshot(&id).await.unwrap().unwrap();
@@ -280,7 +280,7 @@ pub async fn exponential_backoff_doubles(b: Backend) {
     );
     b.queue.enqueue(j, GW).await.unwrap();
     for (attempt, delay) in [(1, 200), (2, 400)] {
-        let c = claim_one(&b).await;
+        let c = claim_one(&*b.queue).await;
         assert_eq!(c.attempt, attempt);
         let before = crate::now_ms();
         let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
@@ -310,7 +310,7 @@ pub async fn last_failure_is_final(b: Backend) {
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
     for expect in [FailOutcome::Retrying { at_ms: 0 }, FailOutcome::Dead] {
-        let c = claim_one(&b).await;
+        let c = claim_one(&*b.queue).await;
         let out = b.queue.fail(&c.lease, failed("boom", true)).await.unwrap();
         assert_eq!(
             std::mem::discriminant(&out),
@@ -342,7 +342,7 @@ pub async fn timeout_on_last_attempt(b: Backend) {
         .enqueue(job("m", JobOptions::default()), GW)
         .await
         .unwrap();
-    let c = claim_one(&b).await;
+    let c = claim_one(&*b.queue).await;
     b.queue
         .fail(&c.lease, AttemptFailure::TimedOut)
         .await
@@ -366,7 +366,7 @@ pub async fn non_retryable_fails_at_once(b: Backend) {
     );
     let id = j.id.clone();
     b.queue.enqueue(j, GW).await.unwrap();
-    let c = claim_one(&b).await;
+    let c = claim_one(&*b.queue).await;
     let out = b.queue.fail(&c.lease, failed("bad", false)).await.unwrap();
     assert_eq!(out, FailOutcome::Dead);
     assert_eq!(
@@ -406,7 +406,7 @@ pub async fn cancel_queued_and_active(b: Backend) {
     let active = job("m", JobOptions::default());
     let aid = active.id.clone();
     b.queue.enqueue(active, GW).await.unwrap();
-    let claimed = claim_one(&b).await;
+    let claimed = claim_one(&*b.queue).await;
     assert!(!claimed.cancel.is_cancelled());
     let c = b.queue.cancel(&aid).await.unwrap().unwrap();
     assert!(c.cancelled);
@@ -627,7 +627,7 @@ pub async fn keeps_at_most_the_newest_ended_jobs(b: Backend) {
         let j = job("m", JobOptions::default());
         ids.push(j.id.clone());
         b.queue.enqueue(j, GW).await.unwrap();
-        let c = claim_one(&b).await;
+        let c = claim_one(&*b.queue).await;
         b.queue.complete(&c.lease, raw("1")).await.unwrap();
         // Distinct end times, so "oldest" is well defined.
         tokio::time::sleep(Duration::from_millis(3)).await;
@@ -813,7 +813,7 @@ pub async fn operators_list_retry_and_purge(b: Backend) {
         vec![ids[3].clone()]
     );
     // The best job runs and dies; it is listed as failed, then retried from attempt 1.
-    let claimed = claim_one(&b).await;
+    let claimed = claim_one(&*b.queue).await;
     assert_eq!(claimed.lease.job_id, ids[1]);
     assert_eq!(
         listed(b.queue.list(JobState::Active, 0, 10).await.unwrap()),
@@ -942,7 +942,7 @@ pub async fn handed_back_jobs_keep_their_place(b: Backend) {
     let (a, z) = (first.id.clone(), second.id.clone());
     b.queue.enqueue(first, GW).await.unwrap();
     b.queue.enqueue(second, GW).await.unwrap();
-    let c = claim_one(&b).await;
+    let c = claim_one(&*b.queue).await;
     assert_eq!(c.lease.job_id, a);
     b.queue.hand_back(&c.lease).await.unwrap();
     let s = b.queue.snapshot(&a).await.unwrap().unwrap();

@@ -610,7 +610,7 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobcast_core::conformance::{Backend, run_all};
+    use jobcast_core::conformance::{Backend, claim_one, run_all};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance() {
@@ -640,21 +640,6 @@ mod tests {
             options: Default::default(),
             max_open_per_owner: 0,
         }
-    }
-
-    async fn claim_one(e: &Embedded) -> ClaimedJob {
-        let mut c = e
-            .claim(
-                "w",
-                &["m".into()],
-                1,
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-        assert_eq!(c.len(), 1, "no job to claim");
-        c.remove(0)
     }
 
     fn held_whole(e: &Embedded, id: &str) -> bool {

@@ -1,6 +1,7 @@
 //! Jobs stored by an earlier version of the scripts keep working after an upgrade.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use jobcast_core::conformance::claim_one;
 use jobcast_core::{AttemptFailure, Error, FailOutcome, JobQueue, JobState, NewJob, raw};
 use jobcast_redis::{RedisBackend, RedisConfig, testing::RedisServer};
 use std::time::Duration;
@@ -73,21 +74,6 @@ async fn setup() -> (RedisServer, RedisBackend, redis::aio::MultiplexedConnectio
     let client = redis::Client::open(server.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     (server, b, conn)
-}
-
-async fn claim_one(b: &RedisBackend) -> jobcast_core::ClaimedJob {
-    let mut c = b
-        .claim(
-            "w",
-            &["m".into()],
-            1,
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(c.len(), 1, "the stored job is claimed");
-    c.remove(0)
 }
 
 /// Before jobs said whether they count against their owner's cap (field `oc`), every job did;
