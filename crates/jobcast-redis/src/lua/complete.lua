@@ -11,15 +11,7 @@ local now = ARGV[1]
 local out, done, ended = {}, {}, {}
 -- Final events by listening gateway, and the gateways in the order first seen.
 local events, gateways = {}, {}
-local function queue_event(gw, msg)
-  local list = events[gw]
-  if not list then
-    list = {}
-    events[gw] = list
-    gateways[#gateways + 1] = gw
-  end
-  list[#list + 1] = msg
-end
+local function queue_event(gw, msg) group_add(events, gateways, gw, msg) end
 for i = 5, #ARGV, 3 do
   local id, res = ARGV[i], ARGV[i + 2]
   local jk = ARGV[3] .. id

@@ -71,14 +71,8 @@ for i = 8, #ARGV, 9 do
       if delay > 0 then
         redis.call('ZADD', KEYS[1], at, id)
       else
-        local list = ready[method]
-        if not list then
-          list = {}
-          ready[method] = list
-          methods[#methods + 1] = method
-        end
-        list[#list + 1] = ready_score(priority, seq)
-        list[#list + 1] = id
+        group_add(ready, methods, method, ready_score(priority, seq))
+        group_add(ready, methods, method, id)
       end
       opened = opened + 1
       out[#out + 1] = {0, state, owner}

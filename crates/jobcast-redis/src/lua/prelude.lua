@@ -17,6 +17,18 @@ local function zadd_all(key, list)
   end
 end
 
+-- Appends `value` to the list of `key` in `groups`, and `key` to `keys` the first time: values
+-- grouped by key, the keys in the order first seen.
+local function group_add(groups, keys, key, value)
+  local list = groups[key]
+  if not list then
+    list = {}
+    groups[key] = list
+    keys[#keys + 1] = key
+  end
+  list[#list + 1] = value
+end
+
 -- A job's score in its method's ready set: by priority, then behind every job of its priority.
 local function ready_score(priority, seq)
   return int((1000 - tonumber(priority)) * 4398046511104 + seq)
