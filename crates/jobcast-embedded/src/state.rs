@@ -16,11 +16,11 @@ use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap},
 };
+use tokio_util::sync::CancellationToken;
 
 /// The state's hash maps, on the hot path of every job: foldhash, as the job map
 /// (`records.rs`).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use tokio_util::sync::CancellationToken;
 
 /// How many times a job may lose its lease (worker or process crash) before it fails.
 pub const MAX_STALLS: u32 = 3;
@@ -336,10 +336,13 @@ impl State {
     /// Adds a listener to a job (an ended job whose record is in the store has no more
     /// events to hear); false when unknown.
     pub fn listen(&mut self, job_id: &str, listener: &str) -> bool {
-        if let Some(rec) = self.jobs.get_mut(job_id) {
-            add_listener(rec, listener);
+        match self.jobs.get_mut(job_id) {
+            Some(rec) => {
+                add_listener(rec, listener);
+                true
+            }
+            None => self.jobs.slot(job_id).is_some(),
         }
-        self.jobs.slot(job_id).is_some()
     }
 
     /// The job, as far as memory holds it.
