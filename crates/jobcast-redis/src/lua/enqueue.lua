@@ -12,7 +12,7 @@
 -- {-1, 'OWNER_FULL', ''} (owner).
 -- Job hash fields: s state, g submitting gateway, m method, p params, d fixed part (attempts,
 -- timeout, backoff, created: record.rs), ra run at, pr priority, seq, o owner when counted
--- against its cap or u when not (see `counted`), r request id (when there is one), then as
+-- against its cap or u when not (see `counted`), r request id ('' when none), then as
 -- the job runs: tok lease token ('' once released), a attempt, sa started, w worker, pg
 -- progress, st stalls, f finished, res result, err error JSON, gx 1 when the listeners set
 -- has other gateways. Jobs stored by earlier versions have no d: they have fields max, tmo,
@@ -59,15 +59,10 @@ for i = 8, #ARGV, 9 do
         count_owner(KEYS[4], owner, 1)
       end
       -- The fields a claim reads come first: a small hash is one list that Redis searches
-      -- from the start for each field named. The request id (r) only when there is one.
-      if ARGV[i + 4] == '' then
-        redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
-          'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner)
-      else
-        redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
-          'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner,
-          'r', ARGV[i + 4])
-      end
+      -- from the start for each field named.
+      redis.call('HSET', jk, 's', state, 'g', gw, 'm', method, 'p', ARGV[i + 2],
+        'd', ARGV[i + 7], 'ra', at, 'pr', priority, 'seq', int(seq), owner_field, owner,
+        'r', ARGV[i + 4])
       if delay > 0 then
         redis.call('ZADD', KEYS[1], at, id)
       else
