@@ -19,7 +19,7 @@ const OUTCOMES_PER_SLOT: usize = 16;
 /// Handlers a worker runs at once unless told otherwise. A place is taken from the claim that
 /// fetches a job until its handler returns, so a worker of short jobs completes at most this
 /// many per claim round trip: on Redis, 64 places held one gateway and worker to about 27,000
-/// jobs/s with Redis not yet saturated; 128 to 1,024 gave 33,000–34,500, where Redis is
+/// jobs/s with Redis not yet saturated; 128 to 1,024 gave 32,900–34,500, where Redis is
 /// (docs/decisions.md). An unused place costs nothing, and a running handler is one task.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
