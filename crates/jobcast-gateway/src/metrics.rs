@@ -24,8 +24,12 @@
 //!
 //! One recorder serves the whole process (every gateway in it); it is installed on first use.
 
+use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::Duration,
+};
 
 /// Latency buckets in seconds: 0.25 ms to 60 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -56,6 +60,26 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// `jobcast_messages_sent_total`, looked up once. `counter!` finds a counter by hashing its
+/// name in the recorder's map on every call; this one is counted for every frame written (a
+/// percent of the gateway's samples in a fan-out).
+pub fn messages_sent() -> &'static Counter {
+    static C: LazyLock<Counter> = LazyLock::new(|| {
+        handle();
+        metrics::counter!("jobcast_messages_sent_total")
+    });
+    &C
+}
+
+/// `jobcast_messages_received_total`, looked up once (as [`messages_sent`]).
+pub fn messages_received() -> &'static Counter {
+    static C: LazyLock<Counter> = LazyLock::new(|| {
+        handle();
+        metrics::counter!("jobcast_messages_received_total")
+    });
+    &C
 }
 
 /// The Prometheus text exposition.

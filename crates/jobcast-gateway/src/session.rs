@@ -155,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match self.cx.conn.poll_out(c, !self.ws.wants_flush()) {
             Poll::Ready(Err(close)) => Err(End::Close(close)),
             Poll::Ready(Ok(out)) => {
-                metrics::counter!("jobcast_messages_sent_total").increment(out.frames.len() as u64);
+                crate::metrics::messages_sent().increment(out.frames.len() as u64);
                 for f in &out.frames {
                     self.ws.feed_text(f);
                 }
@@ -190,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let cx = &self.cx;
         match m {
             Incoming::Text(text) => {
-                metrics::counter!("jobcast_messages_received_total").increment(1);
+                crate::metrics::messages_received().increment(1);
                 let config = &cx.gw.config;
                 match self.budget.take(config.rate_per_sec, config.rate_burst) {
                     Ok(()) => on_text(cx, &text, self.tasks.get_or_insert_with(Default::default)),
