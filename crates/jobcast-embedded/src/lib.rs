@@ -535,7 +535,10 @@ impl Bus for Embedded {
     fn subscribe_topic(&self, gateway_id: &str, topic: &str) -> Result<()> {
         let gw = self.gateway_id(gateway_id);
         let mut topics = self.inner.topics.lock();
-        let list = topics.entry(topic.to_owned()).or_default();
+        // Most topics are one user's, on one gateway: room for exactly one.
+        let list = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| Vec::with_capacity(1));
         if !list.contains(&gw) {
             list.push(gw);
         }

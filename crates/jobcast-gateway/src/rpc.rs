@@ -3,7 +3,7 @@
 
 use crate::{
     Gateway,
-    auth::Claims,
+    auth::Grants,
     hub::{Attach, Conn, final_frame},
     submit::{self, CallError, not_found, queue_error},
 };
@@ -22,8 +22,8 @@ pub struct ConnCtx {
     pub gw: Arc<Gateway>,
     /// The connection.
     pub conn: Arc<Conn>,
-    /// The token's claims.
-    pub claims: Claims,
+    /// What the token allows (the user is `conn.user`).
+    pub grants: Grants,
     /// The connection's places under the admission limits, given back when it is dropped.
     pub _ticket: crate::admission::Ticket,
 }
@@ -183,7 +183,7 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
         "rpc.publish" => {
             let p: PublishParam = params(req)?;
             check_topic(&p.topic)?;
-            if !cx.claims.may_publish(&p.topic) {
+            if !cx.grants.may_publish(&cx.conn.user, &p.topic) {
                 return Err(CallError::new(
                     ErrorCode::Forbidden,
                     "forbidden: token does not allow publishing to this topic",
@@ -208,7 +208,7 @@ async fn builtin(cx: &ConnCtx, req: &Request) -> Builtin {
 /// A valid topic the token lets the caller subscribe to (and see the presence of).
 fn may_subscribe(cx: &ConnCtx, topic: &str) -> Result<(), CallError> {
     check_topic(topic)?;
-    if !cx.claims.may_subscribe(topic) {
+    if !cx.grants.may_subscribe(&cx.conn.user, topic) {
         return Err(CallError::new(
             ErrorCode::Forbidden,
             "forbidden: token does not allow this topic",
@@ -232,7 +232,7 @@ async fn owned_snapshot(cx: &ConnCtx, job_id: &str) -> Result<JobSnapshot, CallE
         return Err(not_found());
     }
     match cx.gw.queue.snapshot(job_id).await.map_err(queue_error)? {
-        Some(s) if s.owner == *cx.claims.sub => Ok(s),
+        Some(s) if *s.owner == *cx.conn.user => Ok(s),
         _ => Err(not_found()),
     }
 }
@@ -271,7 +271,7 @@ fn count_call(method: String, outcome: impl Into<metrics::SharedString>) {
 async fn start_job(cx: &ConnCtx, req: Request) -> Result<(Reply, &'static str), CallError> {
     let called_at = std::time::Instant::now();
     let gw = &cx.gw;
-    if !cx.claims.may_call(&req.method) {
+    if !cx.grants.may_call(&req.method) {
         return Err(CallError::new(
             ErrorCode::Forbidden,
             "forbidden: token does not allow this method",
@@ -284,7 +284,7 @@ async fn start_job(cx: &ConnCtx, req: Request) -> Result<(Reply, &'static str), 
             params: req.params,
             options: req.options,
             job_id: req.job_id,
-            owner: cx.claims.sub.clone(),
+            owner: cx.conn.user.to_string(),
             request_id: req.id.clone(),
         },
     )
@@ -321,7 +321,7 @@ async fn start_job(cx: &ConnCtx, req: Request) -> Result<(Reply, &'static str), 
             return Err(queue_error(e));
         }
     };
-    if enq.duplicate && enq.owner != *cx.claims.sub {
+    if enq.duplicate && *enq.owner != *cx.conn.user {
         undo(gw);
         return Err(not_found());
     }

@@ -78,13 +78,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         ws.feed_text(
             outbound::welcome(
                 &format!("c_{}_{}", gw.config.server_id, cx.conn.id),
-                &cx.claims.sub,
+                &cx.conn.user,
                 &gw.config.server_id,
                 gw.config.heartbeat.as_millis() as u64,
             )
             .as_bytes(),
         );
-        metrics::counter!("jobcast_messages_sent_total").increment(1);
+        crate::metrics::messages_sent().increment(1);
         let budget = Budget::new(gw.config.rate_burst);
         Self {
             cx,

@@ -164,7 +164,7 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
     let cx = Arc::new(ConnCtx {
         gw: gw.clone(),
         conn,
-        claims,
+        grants: claims.into_grants(),
         _ticket: ticket,
     });
     let max = gw.config.max_message_bytes;
@@ -187,7 +187,7 @@ async fn handshake(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response
         }
         gw.subscribe(
             &cx.conn,
-            &jobcast_protocol::topics::user_topic(&cx.claims.sub),
+            &jobcast_protocol::topics::user_topic(&cx.conn.user),
             false,
         );
         session::run(cx, WsStream::new(TokioIo::new(upgraded), max)).await;
