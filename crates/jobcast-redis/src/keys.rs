@@ -10,7 +10,8 @@
 //! | `{q}:mark:<method>` | list | at most one marker: "work may be ready" (workers BLPOP it) |
 //! | `{q}:delayed` | zset | delayed jobs by run time (ms) |
 //! | `{q}:active` | zset | running jobs by lease deadline (ms) |
-//! | `{q}:ended` | zset | ended jobs by end time (ms), for the retention purge |
+//! | `{q}:endlog` | list | the ended log: `<end ms>:<id>` per ended job, oldest first, for the retention purge (`lua/prelude.lua`) |
+//! | `{q}:ended` | zset | jobs ended by versions before the log, by end time (ms): read and drained, no longer written |
 //! | `{q}:seq` | string | sequence counter |
 //! | `{q}:open` | string | number of jobs not yet ended |
 //! | `{q}:owners` | hash | owner → number of their jobs not yet ended (owners with none are absent) |
@@ -27,9 +28,10 @@
 //! Nothing grows without bound:
 //! - Jobs not yet ended (`ready`, `delayed`, `active`, and their hashes) are capped by
 //!   `max_open_jobs` (`{q}:open`): past it, enqueue refuses (-32005 to the caller).
-//! - Ended jobs — results, and failed jobs kept as dead letters — sit in `{q}:ended` and are
-//!   deleted with their listener set by the `tick` script once older than the retention period
-//!   (in batches, every tick of every worker).
+//! - Ended jobs — results, and failed jobs kept as dead letters — are in the ended log and are
+//!   deleted with their listener set by the `tick` script once older than the retention period,
+//!   or, oldest first, past `max_ended_jobs` (in batches, every tick of every worker). An entry
+//!   whose job was retried or purged since is dropped when it reaches the log's head.
 //! - A listener set holds at most one id per gateway; a marker list holds at most one element
 //!   (it is pushed to only when empty).
 //! - `{q}:workers` entries past their expiry are removed whenever the method list is read;
@@ -123,9 +125,14 @@ impl Keys {
         format!("{}active", self.prefix)
     }
 
-    /// Ended jobs by end time.
+    /// Jobs ended by earlier versions, by end time (read and drained, not written).
     pub fn ended(&self) -> String {
         format!("{}ended", self.prefix)
+    }
+
+    /// The ended log.
+    pub fn ended_log(&self) -> String {
+        format!("{}endlog", self.prefix)
     }
 
     /// The sequence counter.
@@ -209,6 +216,7 @@ mod tests {
             k.delayed(),
             k.active(),
             k.ended(),
+            k.ended_log(),
             k.seq(),
             k.open(),
             k.ends(),

@@ -520,7 +520,7 @@ async fn completer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceive
         let backend = RedisBackend { inner };
         let k = backend.keys();
         let mut inv = backend.inner.scripts.complete.key(k.active());
-        inv.key(k.ended())
+        inv.key(k.ended_log())
             .key(k.open())
             .key(k.ends())
             .key(k.owners())
@@ -606,6 +606,7 @@ async fn ticker(b: RedisBackend) {
                     .key(k.open())
                     .key(k.ends())
                     .key(k.owners())
+                    .key(k.ended_log())
                     .arg(now)
                     .arg(k.job_prefix())
                     .arg(k.ready_prefix())
@@ -681,7 +682,7 @@ impl JobQueue for RedisBackend {
                     .key(k.job(job_id))
                     .key(k.listeners(job_id))
                     .key(k.active())
-                    .key(k.ended())
+                    .key(k.ended_log())
                     .key(k.open())
                     .key(k.delayed())
                     .key(k.ends())
@@ -861,7 +862,7 @@ impl JobQueue for RedisBackend {
                     .key(k.job(&lease.job_id))
                     .key(k.listeners(&lease.job_id))
                     .key(k.active())
-                    .key(k.ended())
+                    .key(k.ended_log())
                     .key(k.open())
                     .key(k.delayed())
                     .key(k.ready(&method))
@@ -1017,6 +1018,7 @@ impl JobQueue for RedisBackend {
                             .scripts
                             .list_ended
                             .key(k.ended())
+                            .key(k.ended_log())
                             .arg(state.as_str())
                             .arg(offset)
                             .arg(limit)
@@ -1070,30 +1072,37 @@ impl JobQueue for RedisBackend {
         }
         const BATCH: usize = 500;
         let k = self.keys();
-        let (mut deleted, mut offset) = (0u64, 0usize);
-        loop {
-            let (n, kept, scanned): (u64, usize, usize) = self
-                .call(
-                    self.inner
-                        .scripts
-                        .purge
-                        .key(k.ended())
-                        .key(k.ends())
-                        .arg(state.as_str())
-                        .arg(before_ms)
-                        .arg(k.job_prefix())
-                        .arg(k.listeners_prefix())
-                        .arg(BATCH)
-                        .arg(offset)
-                        .invoke_async(&mut self.conn()),
-                )
-                .await?;
-            deleted += n;
-            offset += kept;
-            if scanned < BATCH {
-                return Ok(deleted);
+        let mut deleted = 0u64;
+        // The sorted set of jobs ended by earlier versions, then the ended log.
+        for source in ["z", "l"] {
+            let mut offset = 0usize;
+            loop {
+                let (n, next, done): (u64, usize, u8) = self
+                    .call(
+                        self.inner
+                            .scripts
+                            .purge
+                            .key(k.ended())
+                            .key(k.ends())
+                            .key(k.ended_log())
+                            .arg(state.as_str())
+                            .arg(before_ms)
+                            .arg(k.job_prefix())
+                            .arg(k.listeners_prefix())
+                            .arg(BATCH)
+                            .arg(offset)
+                            .arg(source)
+                            .invoke_async(&mut self.conn()),
+                    )
+                    .await?;
+                deleted += n;
+                offset = next;
+                if done == 1 {
+                    break;
+                }
             }
         }
+        Ok(deleted)
     }
 
     fn is_ready(&self) -> bool {

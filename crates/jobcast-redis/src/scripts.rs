@@ -1,6 +1,6 @@
 //! The Lua scripts, one per atomic state change (see `lua/*.lua` for KEYS and ARGV). Each is
 //! sent by EVALSHA, and loaded again automatically when Redis answers NOSCRIPT (after a
-//! restart or SCRIPT FLUSH). The scripts that open, requeue and end jobs share the helpers of
+//! restart or SCRIPT FLUSH). The scripts that open, requeue, end, list and purge jobs share the helpers of
 //! `lua/prelude.lua`.
 
 use redis::Script;
@@ -67,8 +67,8 @@ impl Scripts {
             tick: with_prelude!("tick"),
             presence: Script::new(include_str!("lua/presence.lua")),
             retry: with_prelude!("retry"),
-            purge: Script::new(include_str!("lua/purge.lua")),
-            list_ended: Script::new(include_str!("lua/list_ended.lua")),
+            purge: with_prelude!("purge"),
+            list_ended: with_prelude!("list_ended"),
             hand_back: with_prelude!("hand_back"),
         }
     }

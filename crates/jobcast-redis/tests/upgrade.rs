@@ -134,3 +134,135 @@ async fn a_job_stored_a_field_each_is_read_whole() {
         .unwrap();
     assert!(owners.is_empty(), "nothing counted: {owners:?}");
 }
+
+/// Stores job `id` as ended in `state` at `at` ms the way versions before the ended log did:
+/// in the sorted set `{q}:ended`, counted in the end counts.
+async fn store_old_end(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+    state: &str,
+    at: u64,
+) {
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("{{jobcast}}:j:{id}"))
+        .arg(&[
+            ("s", state),
+            ("g", "gw"),
+            ("m", "m"),
+            ("p", "[1]"),
+            ("pr", "0"),
+        ])
+        .arg("d")
+        .arg("[1,null,0,0,0,1000]")
+        .arg("u")
+        .arg("u")
+        .arg("f")
+        .arg(at)
+        .cmd("ZADD")
+        .arg("{jobcast}:ended")
+        .arg(at)
+        .arg(id)
+        .cmd("HINCRBY")
+        .arg("{jobcast}:ends")
+        .arg(state)
+        .arg(1)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn in_old_set(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg("{jobcast}:ended")
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Jobs ended before the ended log (in the sorted set `{q}:ended`) are listed before those in
+/// the log, retried, purged by an operator, and purged by the tick once past the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_ended_before_the_log_are_listed_retried_and_purged() {
+    let (_server, b, mut conn) = setup().await;
+    // Within the retention, which the tick (started by the claim below) applies.
+    let now = jobcast_core::now_ms();
+    store_old_end(&mut conn, "old-1", "completed", now - 3000).await;
+    store_old_end(&mut conn, "old-2", "completed", now - 2000).await;
+    store_old_end(&mut conn, "old-f", "failed", now - 1000).await;
+    let mut new = capped("new");
+    new.max_open_per_owner = 0;
+    b.enqueue(new, "gw").await.unwrap();
+    let c = claim_one(&b).await;
+    b.complete(&c.lease, raw("1")).await.unwrap();
+
+    let listed =
+        |v: Vec<jobcast_core::JobSnapshot>| v.into_iter().map(|s| s.job_id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(b.list(JobState::Completed, 0, 10).await.unwrap()),
+        ["old-1", "old-2", "new"]
+    );
+    assert_eq!(
+        listed(b.list(JobState::Completed, 1, 2).await.unwrap()),
+        ["old-2", "new"]
+    );
+    assert_eq!(b.counts().await.unwrap().completed, 3);
+
+    assert!(b.retry("old-f").await.unwrap().unwrap().retried);
+    assert_eq!(in_old_set(&mut conn).await, ["old-1", "old-2"]);
+    assert_eq!(b.counts().await.unwrap().failed, 0);
+
+    assert_eq!(b.purge(JobState::Completed, now - 2500).await.unwrap(), 1);
+    assert!(b.snapshot("old-1").await.unwrap().is_none());
+    assert_eq!(in_old_set(&mut conn).await, ["old-2"]);
+    assert_eq!(
+        listed(b.list(JobState::Completed, 0, 10).await.unwrap()),
+        ["old-2", "new"]
+    );
+    assert_eq!(b.counts().await.unwrap().completed, 2);
+}
+
+/// Past the cap, the tick purges the sorted set's jobs first (they ended before any in the
+/// log), then the log's oldest, and the set is drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tick_drains_the_old_set_first() {
+    let server = RedisServer::start().expect("redis-server must be installed (see .ci/run)");
+    let mut config = RedisConfig::new(server.url());
+    config.max_ended_jobs = 2;
+    config.tick = Duration::from_millis(20);
+    let b = RedisBackend::connect(config).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = jobcast_core::now_ms();
+    store_old_end(&mut conn, "old-1", "completed", now - 2000).await;
+    store_old_end(&mut conn, "old-2", "failed", now - 1000).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let mut j = capped(&format!("new-{i}"));
+        j.max_open_per_owner = 0;
+        ids.push(j.id.clone());
+        b.enqueue(j, "gw").await.unwrap();
+        // The first claim starts the worker's tick.
+        let c = claim_one(&b).await;
+        b.complete(&c.lease, raw("1")).await.unwrap();
+    }
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left.clear();
+        for id in ["old-1", "old-2", "new-0", "new-1"] {
+            if b.snapshot(id).await.unwrap().is_some() {
+                left.push(id);
+            }
+        }
+        if left.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(left, ["new-0", "new-1"]);
+    assert!(in_old_set(&mut conn).await.is_empty());
+    let counts = b.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.failed), (2, 0));
+}

@@ -1,5 +1,5 @@
 -- cancel: end a job that has not ended; tell its worker when it is running.
--- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
+-- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended log   KEYS[5] open
 -- KEYS[6] delayed    KEYS[7] end counts   KEYS[8] open jobs per owner
 -- ARGV: 1 job id, 2 now ms, 3 inbox channel prefix, 4 ready key prefix {q}:ready:,
 --       5 worker control channel prefix {q}:ctl:
@@ -19,7 +19,7 @@ elseif state == 'active' then
 end
 local err = cjson.encode({code = -32002, message = 'job cancelled', data = {attempts = tonumber(f[4]) or 0, reason = 'cancelled'}})
 redis.call('HSET', KEYS[1], 's', 'cancelled', 'err', err, 'f', ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('RPUSH', KEYS[4], log_entry(ARGV[2], ARGV[1]))
 count_open(KEYS[5], KEYS[8], counted(f[5], f[8]), -1)
 redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
 publish_final(f[6], f[7], KEYS[2], ARGV[3], ARGV[1], 'err', err)

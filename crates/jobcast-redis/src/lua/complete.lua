@@ -3,7 +3,7 @@
 -- updated once per call, not once per job, and each listening gateway gets one message: the
 -- event alone when it is one, a JSON array of them when there are several (record.rs reads
 -- both; a gateway older than the arrays cannot: README, upgrading).
--- KEYS[1] active   KEYS[2] ended   KEYS[3] open   KEYS[4] end counts   KEYS[5] open per owner
+-- KEYS[1] active   KEYS[2] ended log   KEYS[3] open   KEYS[4] end counts   KEYS[5] open per owner
 -- ARGV: 1 now ms, 2 inbox channel prefix {q}:inbox:, 3 job key prefix {q}:j:,
 --       4 listeners key prefix {q}:l:, then triples (job id, token, result JSON)
 -- Returns one 1 or 0 per job, in order: 0 when its lease is not held.
@@ -21,8 +21,7 @@ for i = 5, #ARGV, 3 do
     count_owner(KEYS[5], counted(f[2], f[5]), -1)
     each_listener(f[3], f[4], ARGV[4] .. id, queue_event, final_event(id, 'ok', res))
     done[#done + 1] = id
-    ended[#ended + 1] = now
-    ended[#ended + 1] = id
+    ended[#ended + 1] = log_entry(now, id)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -38,7 +37,7 @@ for _, gw in ipairs(gateways) do
 end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
-  redis.call('ZADD', KEYS[2], unpack(ended))
+  log_ends(KEYS[2], ended)
   redis.call('INCRBY', KEYS[3], int(-#done))
   redis.call('HINCRBY', KEYS[4], 'completed', int(#done))
 end

@@ -1,5 +1,5 @@
 -- fail: end the current attempt with a failure; retry after the job's backoff, or fail it.
--- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended   KEYS[5] open
+-- KEYS[1] job hash   KEYS[2] listeners   KEYS[3] active   KEYS[4] ended log   KEYS[5] open
 -- KEYS[6] delayed    KEYS[7] ready of the job's method     KEYS[8] seq     KEYS[9] marker
 -- KEYS[10] end counts   KEYS[11] open jobs per owner
 -- ARGV: 1 token, 2 kind (error|timeout), 3 message, 4 retryable (1|0), 5 now ms,
@@ -43,7 +43,7 @@ else
   err = cjson.encode({code = -32000, message = 'job failed: ' .. ARGV[3], data = {attempts = attempt, reason = ARGV[3]}})
 end
 redis.call('HSET', KEYS[1], 's', 'failed', 'err', err, 'f', ARGV[5])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+redis.call('RPUSH', KEYS[4], log_entry(ARGV[5], ARGV[7]))
 count_open(KEYS[5], KEYS[11], counted(f[7], f[10]), -1)
 redis.call('HINCRBY', KEYS[10], 'failed', 1)
 publish_final(f[8], f[9], KEYS[2], ARGV[8], ARGV[7], 'err', err)

@@ -125,3 +125,33 @@ end
 local function publish_final(g, gx, listeners_key, inbox_prefix, id, field, json)
   publish_event(g, gx, listeners_key, inbox_prefix, final_event(id, field, json))
 end
+
+-- The ended log, {q}:endlog: a list of '<end ms>:<job id>', appended as jobs end, so oldest
+-- first (to within the clocks of the processes that ended them). Jobs ended by earlier versions
+-- are in the sorted set {q}:ended, which is read and drained but no longer written (keys.rs).
+-- An entry stands for its job only while the job's end time is still the entry's: a job
+-- retried, purged or deleted since leaves a stale entry, skipped by every reader and dropped
+-- when it reaches the head.
+local function log_entry(ms, id)
+  return ms .. ':' .. id
+end
+
+-- Appends the entries of `list` to the ended log, in slices small enough for unpack.
+local function log_ends(log_key, list)
+  for i = 1, #list, 2000 do
+    redis.call('RPUSH', log_key, unpack(list, i, math.min(i + 1999, #list)))
+  end
+end
+
+-- An entry's end time (a number) and job id, then the job's state when the entry still stands
+-- for its end (nil when stale).
+local function logged_end(job_prefix, entry)
+  local at = string.find(entry, ':', 1, true)
+  local ms, id = string.sub(entry, 1, at - 1), string.sub(entry, at + 1)
+  local f = redis.call('HMGET', job_prefix .. id, 's', 'f')
+  local state = nil
+  if f[2] == ms and (f[1] == 'completed' or f[1] == 'failed' or f[1] == 'cancelled') then
+    state = f[1]
+  end
+  return tonumber(ms), id, state
+end

@@ -1,7 +1,8 @@
 -- tick: move due delayed jobs to ready, requeue (or fail) jobs whose lease lapsed, and purge
 -- ended jobs past retention. Run every few tens of ms by every worker; idempotent.
--- KEYS[1] delayed   KEYS[2] active   KEYS[3] ended   KEYS[4] seq   KEYS[5] open
--- KEYS[6] end counts   KEYS[7] open jobs per owner
+-- KEYS[1] delayed   KEYS[2] active   KEYS[3] ended (sorted set of earlier versions, drained)
+-- KEYS[4] seq   KEYS[5] open   KEYS[6] end counts   KEYS[7] open jobs per owner
+-- KEYS[8] ended log
 -- ARGV: 1 now ms, 2 job key prefix, 3 ready key prefix, 4 marker key prefix,
 --       5 retention cutoff ms, 6 max stalls, 7 inbox channel prefix,
 --       8 worker control channel prefix, 9 listeners key prefix, 10 batch limit,
@@ -36,7 +37,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
         message = 'job failed: its worker stopped responding ' .. stalls .. ' times',
         data = {attempts = tonumber(f[4]) or 0, reason = 'lease lost'}})
       redis.call('HSET', jk, 's', 'failed', 'err', err, 'f', now)
-      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('RPUSH', KEYS[8], log_entry(now, id))
       count_open(KEYS[5], KEYS[7], counted(f[5], f[8]), -1)
       redis.call('HINCRBY', KEYS[6], 'failed', 1)
       publish_final(f[6], f[7], ARGV[9] .. id, ARGV[7], id, 'err', err)
@@ -47,7 +48,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
   moved = moved + 1
 end
 
--- Deletes an ended job, already taken out of the ended set.
+-- Deletes an ended job, already taken out of the ended set or log.
 local function purge(id)
   local state = redis.call('HGET', ARGV[2] .. id, 's')
   if state then redis.call('HINCRBY', KEYS[6], state, '-1') end
@@ -55,14 +56,39 @@ local function purge(id)
   moved = moved + 1
 end
 
+-- Ended jobs past retention go, oldest first, and then the oldest of those over the cap: the
+-- sorted set of earlier versions first (its jobs ended before any in the log), then the log.
+-- Every ended job kept is counted in the end counts.
+local kept = 0
+for _, n in ipairs(redis.call('HVALS', KEYS[6])) do kept = kept + tonumber(n) end
+local excess = kept - tonumber(ARGV[11])
+local cutoff = tonumber(ARGV[5])
+
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5], 'LIMIT', 0, limit)) do
   redis.call('ZREM', KEYS[3], id)
   purge(id)
+  excess = excess - 1
 end
-
-local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[11])
 if excess > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[3], int(math.min(excess, limit)))
-  for i = 1, #popped, 2 do purge(popped[i]) end
+  for i = 1, #popped, 2 do
+    purge(popped[i])
+    excess = excess - 1
+  end
 end
+
+-- The log's head: entries are read one at a time, so a tick with nothing to purge reads one.
+local taken = 0
+while taken < limit do
+  local entry = redis.call('LINDEX', KEYS[8], taken)
+  if not entry then break end
+  local ms, id, state = logged_end(ARGV[2], entry)
+  if state then
+    if ms > cutoff and excess <= 0 then break end
+    purge(id)
+    excess = excess - 1
+  end
+  taken = taken + 1
+end
+if taken > 0 then redis.call('LTRIM', KEYS[8], taken, -1) end
 return moved
