@@ -142,6 +142,8 @@ impl Grants {
     }
 }
 
+/// Whether `user` may subscribe or publish to `topic` under `patterns`: their own `user:`
+/// topic always; with no patterns, any topic but other users' `user:` topics.
 fn allowed(patterns: Option<&Vec<String>>, user: &str, topic: &str) -> bool {
     if is_user_topic(topic, user) {
         return true;
