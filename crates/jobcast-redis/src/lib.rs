@@ -728,7 +728,6 @@ impl JobQueue for RedisBackend {
             inv.arg(now_ms())
                 .arg(lease.as_millis() as u64)
                 .arg(max)
-                .arg(worker_id)
                 .arg(format!("{worker_id}-{n}-"))
                 .arg(k.job_prefix())
                 .arg(methods.len());

@@ -43,3 +43,43 @@ async fn redis_backend_keeps_at_most_the_newest_ended_jobs() {
     })
     .await;
 }
+
+/// The worker holding a job is read from its lease token (`<worker id>-<call>-<n>`), so a
+/// worker id that itself ends in dashes and digits is still the one told of a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_is_read_from_the_token() {
+    use jobcast_core::{JobQueue, NewJob, raw};
+    let server = RedisServer::start().expect("redis-server must be installed (see .ci/run)");
+    let b = RedisBackend::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    b.enqueue(
+        NewJob {
+            id: "j1".into(),
+            method: "m".into(),
+            params: raw("1"),
+            owner: "u".into(),
+            request_id: None,
+            options: Default::default(),
+            max_open_per_owner: 0,
+        },
+        "gw",
+    )
+    .await
+    .unwrap();
+    let claimed = b
+        .claim(
+            "w-12-34",
+            &["m".to_owned()],
+            1,
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(b.cancel("j1").await.unwrap().unwrap().cancelled);
+    tokio::time::timeout(Duration::from_secs(5), claimed[0].cancel.cancelled())
+        .await
+        .expect("the worker was not told of the cancel");
+}

@@ -4,7 +4,7 @@
 -- ARGV: 1 job id, 2 now ms, 3 inbox channel prefix, 4 ready key prefix {q}:ready:,
 --       5 worker control channel prefix {q}:ctl:
 -- Returns {1, 'cancelled'}, {0, state} when it had already ended, {-1, ''} when unknown.
-local f = redis.call('HMGET', KEYS[1], 's', 'm', 'w', 'a', 'o', 'g', 'gx', 'oc')
+local f = redis.call('HMGET', KEYS[1], 's', 'm', 'tok', 'a', 'o', 'g', 'gx', 'oc')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'completed' or state == 'failed' or state == 'cancelled' then return {0, state} end
@@ -15,7 +15,8 @@ elseif state == 'delayed' then
 elseif state == 'active' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[1], 'tok')
-  if f[3] then redis.call('PUBLISH', ARGV[5] .. f[3], 'c:' .. ARGV[1]) end
+  local worker = token_worker(f[3])
+  if worker then redis.call('PUBLISH', ARGV[5] .. worker, 'c:' .. ARGV[1]) end
 end
 local err = cjson.encode({code = -32002, message = 'job cancelled', data = {attempts = tonumber(f[4]) or 0, reason = 'cancelled'}})
 redis.call('HSET', KEYS[1], 's', 'cancelled', 'err', err, 'f', ARGV[2])

@@ -1,8 +1,9 @@
 -- claim: take up to N ready jobs of the given methods, best priority first across methods.
 -- KEYS[1] active {q}:active   KEYS[2..n+1] ready {q}:ready:<method>, one per method
 -- KEYS[n+2..2n+1] markers {q}:mark:<method>, same order
--- ARGV: 1 now ms, 2 lease ms, 3 max jobs, 4 worker id, 5 token prefix (unique per call),
---       6 job key prefix {q}:j:, 7 n (number of methods)
+-- ARGV: 1 now ms, 2 lease ms, 3 max jobs, 4 token prefix '<worker id>-<call>-' (unique per
+--       call; the worker holding a job is read from its token, `token_worker`),
+--       5 job key prefix {q}:j:, 6 n (number of methods)
 -- Work left behind gets its marker back, so other waiting workers wake for it.
 -- Returns a list of {id, method, params, d, attempt, token, due ms}, where d is the job's
 -- fixed part (record.rs).
@@ -17,7 +18,7 @@ local function old_limits(jk)
   return '[' .. (f[1] or '1') .. ',' .. tmo .. ',0,0,0,0]'
 end
 
-local n_methods = tonumber(ARGV[7])
+local n_methods = tonumber(ARGV[6])
 local out = {}
 -- Pick the jobs. Only methods with ready jobs count (ZCARD is O(1)). With one, its best jobs
 -- are read and removed by rank: ZPOPMIN would also return their scores, which Redis 7.0
@@ -62,12 +63,12 @@ local deadline = int(now + tonumber(ARGV[2]))
 -- Every job taken goes in the active set with the same deadline: one ZADD for all.
 local leases = {}
 for n, id in ipairs(ids) do
-  local jk = ARGV[6] .. id
+  local jk = ARGV[5] .. id
   local f = redis.call('HMGET', jk, 'm', 'p', 'd', 'ra', 'a')
   local d = f[3] or old_limits(jk)
   local attempt = (tonumber(f[5]) or 0) + 1
-  local tok = ARGV[5] .. int(n)
-  redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1], 'w', ARGV[4])
+  local tok = ARGV[4] .. int(n)
+  redis.call('HSET', jk, 's', 'active', 'tok', tok, 'a', int(attempt), 'sa', ARGV[1])
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
   out[#out + 1] = {id, f[1], f[2], d, attempt, tok, f[4] or '0'}

@@ -13,7 +13,7 @@
 -- Job hash fields: s state, g submitting gateway, m method, p params, d fixed part (attempts,
 -- timeout, backoff, created: record.rs), ra run at, pr priority, seq, o owner when counted
 -- against its cap or u when not (see `counted`), r request id ('' when none), then as
--- the job runs: tok lease token ('' once released), a attempt, sa started, w worker, pg
+-- the job runs: tok lease token ('' once released; it names the worker), a attempt, sa started, pg
 -- progress, st stalls, f finished, res result, err error JSON, gx 1 when the listeners set
 -- has other gateways. Jobs stored by earlier versions have no d: they have fields max, tmo,
 -- bkt, bkd, bkj, c and oc instead, and o always, and every script still reads them.

@@ -6,6 +6,7 @@
 -- Returns 1, or 0 when the lease is not held.
 if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return 0 end
 local f = redis.call('HMGET', KEYS[1], 'pr', 'seq', 'a')
+-- (w: the worker, kept by versions before it was read from the token.)
 redis.call('HDEL', KEYS[1], 'tok', 'sa', 'w')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'a', math.max(0, (tonumber(f[3]) or 1) - 1))

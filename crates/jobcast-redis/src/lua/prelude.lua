@@ -9,6 +9,14 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- The worker holding a lease token, or nil when none is held: a claim makes tokens
+-- '<worker id>-<call>-<n>' (lib.rs `claim`), so the job hash needs no field for the worker.
+-- (Versions before kept it in field w as well; their tokens have the same form.)
+local function token_worker(tok)
+  if not tok or tok == '' then return nil end
+  return string.match(tok, '^(.*)%-%d+%-%d+$')
+end
+
 -- ZADD of a list {score, member, ...}, in slices small enough for Lua's unpack (whose results
 -- must fit its stack: a claim may take as many jobs as a worker's concurrency).
 local function zadd_all(key, list)

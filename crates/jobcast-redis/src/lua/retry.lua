@@ -13,6 +13,7 @@ if state ~= 'failed' and state ~= 'cancelled' then return {0, state} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[5], state, -1)
 count_open(KEYS[4], KEYS[6], counted(f[4], f[5]), 1)
+-- (w: the worker, kept by versions before it was read from the token.)
 redis.call('HDEL', KEYS[1], 'err', 'res', 'pg', 'f', 'sa', 'w', 'tok')
 redis.call('HSET', KEYS[1], 'a', 0, 'st', 0)
 make_ready(ARGV[2] .. f[2], ARGV[3] .. f[2], KEYS[1], ARGV[1], f[3], redis.call('INCR', KEYS[3]))

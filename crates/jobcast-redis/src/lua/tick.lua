@@ -27,10 +27,11 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', KEYS[2], id)
   local jk = ARGV[2] .. id
-  local f = redis.call('HMGET', jk, 'm', 'pr', 'w', 'a', 'o', 'g', 'gx', 'oc')
+  local f = redis.call('HMGET', jk, 'm', 'pr', 'tok', 'a', 'o', 'g', 'gx', 'oc')
   if f[1] then
     redis.call('HDEL', jk, 'tok')
-    if f[3] then redis.call('PUBLISH', ARGV[8] .. f[3], 'l:' .. id) end
+    local worker = token_worker(f[3])
+    if worker then redis.call('PUBLISH', ARGV[8] .. worker, 'l:' .. id) end
     local stalls = redis.call('HINCRBY', jk, 'st', 1)
     if stalls > tonumber(ARGV[6]) then
       local err = cjson.encode({code = -32000,
