@@ -73,7 +73,7 @@ for n, id in ipairs(ids) do
   leases[#leases + 1] = id
   out[#out + 1] = {id, f[1], f[2], d, attempt, tok, f[4] or '0'}
 end
-zadd_all(KEYS[1], leases)
+call_in_slices('ZADD', KEYS[1], leases)
 for _, i in ipairs(live) do
   -- Jobs left: make sure a wake-up is pending for the other workers.
   if redis.call('ZCARD', KEYS[i]) > 0 then wake(KEYS[i + n_methods]) end

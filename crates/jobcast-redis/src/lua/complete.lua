@@ -37,7 +37,7 @@ for _, gw in ipairs(gateways) do
 end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
-  log_ends(KEYS[2], ended)
+  call_in_slices('RPUSH', KEYS[2], ended)
   redis.call('INCRBY', KEYS[3], int(-#done))
   redis.call('HINCRBY', KEYS[4], 'completed', int(#done))
 end

@@ -75,7 +75,7 @@ for i = 8, #ARGV, 9 do
   end
 end
 for _, method in ipairs(methods) do
-  zadd_all(ARGV[6] .. method, ready[method])
+  call_in_slices('ZADD', ARGV[6] .. method, ready[method])
   wake(ARGV[7] .. method)
 end
 if opened > 0 then redis.call('INCRBY', KEYS[3], int(opened)) end

@@ -17,13 +17,15 @@ local function token_worker(tok)
   return string.match(tok, '^(.*)%-%d+%-%d+$')
 end
 
--- ZADD of a list {score, member, ...}, in slices small enough for Lua's unpack (whose results
--- must fit its stack: a claim may take as many jobs as a worker's concurrency).
-local function zadd_all(key, list)
+-- Calls `command` on `key` with the items of `list` as its arguments, in slices small enough
+-- for Lua's unpack (whose results must fit its stack: a claim may take as many jobs as a
+-- worker's concurrency). The slices have an even length, so pairs stay whole.
+local function call_in_slices(command, key, list)
   for i = 1, #list, 2000 do
-    redis.call('ZADD', key, unpack(list, i, math.min(i + 1999, #list)))
+    redis.call(command, key, unpack(list, i, math.min(i + 1999, #list)))
   end
 end
+
 
 -- Appends `value` to the list of `key` in `groups`, and `key` to `keys` the first time: values
 -- grouped by key, the keys in the order first seen.
@@ -144,12 +146,6 @@ local function log_entry(ms, id)
   return ms .. ':' .. id
 end
 
--- Appends the entries of `list` to the ended log, in slices small enough for unpack.
-local function log_ends(log_key, list)
-  for i = 1, #list, 2000 do
-    redis.call('RPUSH', log_key, unpack(list, i, math.min(i + 1999, #list)))
-  end
-end
 
 -- An entry's end time (a number) and job id, then the job's state when the entry still stands
 -- for its end (nil when stale).
