@@ -11,7 +11,7 @@
 //! | `{q}:delayed` | zset | delayed jobs by run time (ms) |
 //! | `{q}:active` | zset | running jobs by lease deadline (ms) |
 //! | `{q}:endlog` | list | the ended log: `<end ms>:<id>` per ended job, oldest first, for the retention purge (`lua/prelude.lua`) |
-//! | `{q}:ended` | zset | jobs ended by versions before the log, by end time (ms): read and drained, no longer written |
+//! | `{q}:ended` | zset | jobs ended by versions before the log, by end time (ms): moved to the log's head by `tick`, no longer written |
 //! | `{q}:seq` | string | sequence counter |
 //! | `{q}:open` | string | number of jobs not yet ended |
 //! | `{q}:owners` | hash | owner → number of their jobs not yet ended (owners with none are absent) |
@@ -125,7 +125,7 @@ impl Keys {
         format!("{}active", self.prefix)
     }
 
-    /// Jobs ended by earlier versions, by end time (read and drained, not written).
+    /// Jobs ended by earlier versions, by end time (moved to the log, not written).
     pub fn ended(&self) -> String {
         format!("{}ended", self.prefix)
     }

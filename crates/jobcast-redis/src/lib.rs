@@ -1016,7 +1016,6 @@ impl JobQueue for RedisBackend {
                         self.inner
                             .scripts
                             .list_ended
-                            .key(k.ended())
                             .key(k.ended_log())
                             .arg(state.as_str())
                             .arg(offset)
@@ -1045,7 +1044,6 @@ impl JobQueue for RedisBackend {
                     .scripts
                     .retry
                     .key(k.job(job_id))
-                    .key(k.ended())
                     .key(k.seq())
                     .key(k.open())
                     .key(k.ends())
@@ -1071,37 +1069,30 @@ impl JobQueue for RedisBackend {
         }
         const BATCH: usize = 500;
         let k = self.keys();
-        let mut deleted = 0u64;
-        // The sorted set of jobs ended by earlier versions, then the ended log.
-        for source in ["z", "l"] {
-            let mut offset = 0usize;
-            loop {
-                let (n, next, done): (u64, usize, u8) = self
-                    .call(
-                        self.inner
-                            .scripts
-                            .purge
-                            .key(k.ended())
-                            .key(k.ends())
-                            .key(k.ended_log())
-                            .arg(state.as_str())
-                            .arg(before_ms)
-                            .arg(k.job_prefix())
-                            .arg(k.listeners_prefix())
-                            .arg(BATCH)
-                            .arg(offset)
-                            .arg(source)
-                            .invoke_async(&mut self.conn()),
-                    )
-                    .await?;
-                deleted += n;
-                offset = next;
-                if done == 1 {
-                    break;
-                }
+        let (mut deleted, mut offset) = (0u64, 0usize);
+        loop {
+            let (n, next, done): (u64, usize, bool) = self
+                .call(
+                    self.inner
+                        .scripts
+                        .purge
+                        .key(k.ended_log())
+                        .key(k.ends())
+                        .arg(state.as_str())
+                        .arg(before_ms)
+                        .arg(k.job_prefix())
+                        .arg(k.listeners_prefix())
+                        .arg(BATCH)
+                        .arg(offset)
+                        .invoke_async(&mut self.conn()),
+                )
+                .await?;
+            deleted += n;
+            offset = next;
+            if done {
+                return Ok(deleted);
             }
         }
-        Ok(deleted)
     }
 
     fn is_ready(&self) -> bool {

@@ -1,7 +1,7 @@
 //! The Lua scripts, one per atomic state change (see `lua/*.lua` for KEYS and ARGV). Each is
 //! sent by EVALSHA, and loaded again automatically when Redis answers NOSCRIPT (after a
-//! restart or SCRIPT FLUSH). The scripts that open, requeue, end, list and purge jobs share the helpers of
-//! `lua/prelude.lua`.
+//! restart or SCRIPT FLUSH). The scripts that open, requeue, end, list and purge jobs share
+//! the helpers of `lua/prelude.lua`.
 
 use redis::Script;
 

@@ -7,7 +7,7 @@
 local f = redis.call('HMGET', KEYS[1], 's', 'm', 'tok', 'a', 'o', 'g', 'gx', 'oc')
 local state = f[1]
 if not state then return {-1, ''} end
-if state == 'completed' or state == 'failed' or state == 'cancelled' then return {0, state} end
+if has_ended(state) then return {0, state} end
 if state == 'queued' then
   redis.call('ZREM', ARGV[4] .. f[2], ARGV[1])
 elseif state == 'delayed' then

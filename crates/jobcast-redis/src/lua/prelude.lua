@@ -26,7 +26,6 @@ local function call_in_slices(command, key, list)
   end
 end
 
-
 -- Appends `value` to the list of `key` in `groups`, and `key` to `keys` the first time: values
 -- grouped by key, the keys in the order first seen.
 local function group_add(groups, keys, key, value)
@@ -138,7 +137,7 @@ end
 
 -- The ended log, {q}:endlog: a list of '<end ms>:<job id>', appended as jobs end, so oldest
 -- first (to within the clocks of the processes that ended them). Jobs ended by earlier versions
--- are in the sorted set {q}:ended, which is read and drained but no longer written (keys.rs).
+-- were in the sorted set {q}:ended, which `tick` moves to the log's head (keys.rs).
 -- An entry stands for its job only while the job's end time is still the entry's: a job
 -- retried, purged or deleted since leaves a stale entry, skipped by every reader and dropped
 -- when it reaches the head.
@@ -146,6 +145,10 @@ local function log_entry(ms, id)
   return ms .. ':' .. id
 end
 
+-- Whether `state` is one a job ends in.
+local function has_ended(state)
+  return state == 'completed' or state == 'failed' or state == 'cancelled'
+end
 
 -- An entry's end time (a number) and job id, then the job's state when the entry still stands
 -- for its end (nil when stale).
@@ -154,7 +157,7 @@ local function logged_end(job_prefix, entry)
   local ms, id = string.sub(entry, 1, at - 1), string.sub(entry, at + 1)
   local f = redis.call('HMGET', job_prefix .. id, 's', 'f')
   local state = nil
-  if f[2] == ms and (f[1] == 'completed' or f[1] == 'failed' or f[1] == 'cancelled') then
+  if f[2] == ms and has_ended(f[1]) then
     state = f[1]
   end
   return tonumber(ms), id, state

@@ -1,6 +1,6 @@
 -- tick: move due delayed jobs to ready, requeue (or fail) jobs whose lease lapsed, and purge
 -- ended jobs past retention. Run every few tens of ms by every worker; idempotent.
--- KEYS[1] delayed   KEYS[2] active   KEYS[3] ended (sorted set of earlier versions, drained)
+-- KEYS[1] delayed   KEYS[2] active   KEYS[3] ended (sorted set of earlier versions, moved)
 -- KEYS[4] seq   KEYS[5] open   KEYS[6] end counts   KEYS[7] open jobs per owner
 -- KEYS[8] ended log
 -- ARGV: 1 now ms, 2 job key prefix, 3 ready key prefix, 4 marker key prefix,
@@ -49,36 +49,24 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
   moved = moved + 1
 end
 
--- Deletes an ended job, already taken out of the ended set or log.
-local function purge(id)
-  local state = redis.call('HGET', ARGV[2] .. id, 's')
-  if state then redis.call('HINCRBY', KEYS[6], state, '-1') end
-  redis.call('DEL', ARGV[2] .. id, ARGV[9] .. id)
-  moved = moved + 1
+-- Jobs ended by earlier versions are in a sorted set: they move to the log's head, newest
+-- first, so the log stays oldest first (they ended before any job in the log). The entry's
+-- time is the job's `f`, which those versions wrote with the score.
+local old = redis.call('ZREVRANGE', KEYS[3], 0, limit - 1, 'WITHSCORES')
+if #old > 0 then
+  local entries = {}
+  for i = 1, #old, 2 do entries[#entries + 1] = log_entry(int(tonumber(old[i + 1])), old[i]) end
+  call_in_slices('LPUSH', KEYS[8], entries)
+  redis.call('ZREMRANGEBYRANK', KEYS[3], int(-#entries), -1)
 end
 
--- Ended jobs past retention go, oldest first, and then the oldest of those over the cap: the
--- sorted set of earlier versions first (its jobs ended before any in the log), then the log.
--- Every ended job kept is counted in the end counts.
+-- Ended jobs past retention go, oldest first, and then the oldest of those over the cap (every
+-- ended job kept is counted in the end counts). The log's head is read one entry at a time, so
+-- a tick with nothing to purge reads one.
 local kept = 0
 for _, n in ipairs(redis.call('HVALS', KEYS[6])) do kept = kept + tonumber(n) end
 local excess = kept - tonumber(ARGV[11])
 local cutoff = tonumber(ARGV[5])
-
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5], 'LIMIT', 0, limit)) do
-  redis.call('ZREM', KEYS[3], id)
-  purge(id)
-  excess = excess - 1
-end
-if excess > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[3], int(math.min(excess, limit)))
-  for i = 1, #popped, 2 do
-    purge(popped[i])
-    excess = excess - 1
-  end
-end
-
--- The log's head: entries are read one at a time, so a tick with nothing to purge reads one.
 local taken = 0
 while taken < limit do
   local entry = redis.call('LINDEX', KEYS[8], taken)
@@ -86,7 +74,9 @@ while taken < limit do
   local ms, id, state = logged_end(ARGV[2], entry)
   if state then
     if ms > cutoff and excess <= 0 then break end
-    purge(id)
+    redis.call('HINCRBY', KEYS[6], state, -1)
+    redis.call('DEL', ARGV[2] .. id, ARGV[9] .. id)
+    moved = moved + 1
     excess = excess - 1
   end
   taken = taken + 1
