@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -100,6 +100,8 @@ impl JobRecord {
 #[derive(Debug)]
 pub struct ActiveLease {
     pub token: String,
+    /// The lease's number, unique: with the deadline, its key in the deadline index.
+    pub n: u64,
     pub deadline: u64,
     pub cancel: CancellationToken,
 }
@@ -159,10 +161,18 @@ fn ready_key(rec: &JobRecord) -> ReadyKey {
 fn make_ready(ready: &mut ReadyIndex, rec: &mut JobRecord, seq: u64) {
     rec.state = JobState::Queued;
     rec.seq = seq;
-    ready
-        .entry(rec.method.clone())
-        .or_default()
-        .insert(ready_key(rec));
+    put_ready(ready, rec);
+}
+
+/// Puts a queued job on the ready index (the method's name is copied only for its first job).
+fn put_ready(ready: &mut ReadyIndex, rec: &JobRecord) {
+    match ready.get_mut(&rec.method) {
+        Some(set) => set.insert(ready_key(rec)),
+        None => ready
+            .entry(rec.method.clone())
+            .or_default()
+            .insert(ready_key(rec)),
+    };
 }
 
 /// All jobs and their indexes.
@@ -172,8 +182,11 @@ pub struct State {
     ready: ReadyIndex,
     delayed: BTreeSet<(u64, u64, String)>,
     active: Map<String, ActiveLease>,
-    deadlines: BTreeSet<(u64, String)>,
-    ended: BTreeSet<(u64, String)>,
+    /// (deadline, lease number) → job id. Keys of numbers only: many leases share a
+    /// millisecond, and ids would be compared and copied to find one.
+    deadlines: BTreeMap<(u64, u64), String>,
+    /// (end time, sequence number) → job id, for the same reason.
+    ended: BTreeMap<(u64, u64), String>,
     seq: u64,
     token_seq: u64,
     /// Jobs not yet ended.
@@ -223,11 +236,7 @@ impl State {
     fn index(&mut self, rec: &JobRecord) {
         match rec.state {
             JobState::Queued => {
-                self.ready.entry(rec.method.clone()).or_default().insert((
-                    Reverse(rec.options.priority),
-                    rec.seq,
-                    rec.id.clone(),
-                ));
+                put_ready(&mut self.ready, rec);
                 self.count_open(&rec.owner, true);
             }
             JobState::Delayed => {
@@ -237,7 +246,7 @@ impl State {
             JobState::Active => self.count_open(&rec.owner, true),
             JobState::Completed | JobState::Failed | JobState::Cancelled => {
                 self.ended
-                    .insert((rec.finished_at.unwrap_or(0), rec.id.clone()));
+                    .insert((rec.finished_at.unwrap_or(0), rec.seq), rec.id.clone());
                 *self.ended_counts.entry(rec.state).or_default() += 1;
             }
         }
@@ -370,8 +379,8 @@ impl State {
                 fx.wake = true;
             }
         }
-        while let Some((deadline, _)) = self.deadlines.first() {
-            if *deadline > now {
+        while let Some((&(deadline, _), _)) = self.deadlines.first_key_value() {
+            if deadline > now {
                 break;
             }
             let Some((_, id)) = self.deadlines.pop_first() else {
@@ -414,7 +423,7 @@ impl State {
     /// The earliest time something becomes due (delayed run time or lease deadline).
     pub fn next_due(&self) -> Option<u64> {
         let d = self.delayed.first().map(|(t, _, _)| *t);
-        let l = self.deadlines.first().map(|(t, _)| *t);
+        let l = self.deadlines.first_key_value().map(|(&(t, _), _)| t);
         match (d, l) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -434,21 +443,17 @@ impl State {
         while out.len() < max {
             let best = methods
                 .iter()
-                .filter_map(|m| {
-                    self.ready
-                        .get(m)
-                        .and_then(|s| s.first())
-                        .map(|k| (k.clone(), m))
-                })
-                .min_by(|a, b| a.0.cmp(&b.0));
-            let Some((key, method)) = best else { break };
+                .filter_map(|m| Some((self.ready.get(m)?.first()?, m)))
+                .min_by(|a, b| a.0.cmp(b.0))
+                .map(|(_, m)| m);
+            let Some(method) = best else { break };
+            let Some((_, _, id)) = self.ready.get_mut(method).and_then(BTreeSet::pop_first) else {
+                break;
+            };
             let method = method.clone();
-            if let Some(set) = self.ready.get_mut(&method) {
-                set.remove(&key);
-            }
-            let id = key.2;
             self.token_seq += 1;
-            let token = format!("{}-{}", self.token_seq, fastrand::u32(..));
+            let n = self.token_seq;
+            let token = format!("{n}-{}", fastrand::u32(..));
             let Some(rec) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -458,11 +463,12 @@ impl State {
             fx.persist(rec);
             let cancel = CancellationToken::new();
             let deadline = now + lease_ms;
-            self.deadlines.insert((deadline, id.clone()));
+            self.deadlines.insert((deadline, n), id.clone());
             self.active.insert(
                 id.clone(),
                 ActiveLease {
                     token: token.clone(),
+                    n,
                     deadline,
                     cancel: cancel.clone(),
                 },
@@ -493,9 +499,10 @@ impl State {
         for l in leases {
             match self.active.get_mut(&l.job_id) {
                 Some(a) if a.token == l.token => {
-                    self.deadlines.remove(&(a.deadline, l.job_id.clone()));
+                    let id = self.deadlines.remove(&(a.deadline, a.n));
                     a.deadline = now + lease_ms;
-                    self.deadlines.insert((a.deadline, l.job_id.clone()));
+                    let id = id.unwrap_or_else(|| l.job_id.clone());
+                    self.deadlines.insert((a.deadline, a.n), id);
                 }
                 _ => lost.push(l.job_id.clone()),
             }
@@ -532,7 +539,7 @@ impl State {
             return Err(jobcast_core::Error::LeaseLost(lease.job_id.clone()));
         }
         if let Some(a) = self.active.remove(&lease.job_id) {
-            self.deadlines.remove(&(a.deadline, lease.job_id.clone()));
+            self.deadlines.remove(&(a.deadline, a.n));
         }
         Ok(())
     }
@@ -551,7 +558,7 @@ impl State {
             false,
         );
         *self.ended_counts.entry(state).or_default() += 1;
-        self.ended.insert((now, id.to_owned()));
+        self.ended.insert((now, rec.seq), id.to_owned());
         fx.persist_end(rec);
     }
 
@@ -659,7 +666,7 @@ impl State {
         };
         self.unindex_waiting(&rec);
         if let Some(a) = self.active.remove(job_id) {
-            self.deadlines.remove(&(a.deadline, job_id.to_owned()));
+            self.deadlines.remove(&(a.deadline, a.n));
             a.cancel.cancel();
         }
         if let Some(r) = self.jobs.get_mut(job_id) {
@@ -685,8 +692,8 @@ impl State {
     pub fn purge(&mut self, cutoff: u64, keep: usize, limit: usize) -> Effects {
         let mut fx = Effects::default();
         for _ in 0..limit {
-            match self.ended.first() {
-                Some((t, _)) if *t < cutoff || self.ended.len() > keep => {}
+            match self.ended.first_key_value() {
+                Some((&(t, _), _)) if t < cutoff || self.ended.len() > keep => {}
                 _ => break,
             }
             let Some((_, id)) = self.ended.pop_first() else {
@@ -710,11 +717,10 @@ impl State {
                 Box::new(keys.into_iter().map(|(_, _, id)| id))
             }
             JobState::Delayed => Box::new(self.delayed.iter().map(|(_, _, id)| id)),
-            JobState::Active => Box::new(self.deadlines.iter().map(|(_, id)| id)),
+            JobState::Active => Box::new(self.deadlines.values()),
             _ => Box::new(
                 self.ended
-                    .iter()
-                    .map(|(_, id)| id)
+                    .values()
                     .filter(move |id| self.jobs.slot(id).is_some_and(|s| s.state() == state)),
             ),
         };
@@ -752,7 +758,7 @@ impl State {
             return Ok((None, fx));
         };
         let (old_state, ended_at) = (rec.state, rec.finished_at.unwrap_or(0));
-        self.ended.remove(&(ended_at, job_id.to_owned()));
+        self.ended.remove(&(ended_at, rec.seq));
         let n = self.ended_counts.entry(old_state).or_default();
         *n = n.saturating_sub(1);
         let seq = self.next_seq();
@@ -787,17 +793,18 @@ impl State {
     /// Deletes the ended jobs in `state` that ended before `before`; returns how many.
     pub fn purge_state(&mut self, state: JobState, before: u64) -> (u64, Effects) {
         let mut fx = Effects::default();
-        let doomed: Vec<(u64, String)> = self
+        let doomed: Vec<(u64, u64)> = self
             .ended
             .iter()
-            .take_while(|(t, _)| *t < before)
+            .take_while(|((t, _), _)| *t < before)
             .filter(|(_, id)| self.jobs.slot(id).is_some_and(|s| s.state() == state))
-            .cloned()
+            .map(|(key, _)| *key)
             .collect();
-        for (t, id) in &doomed {
-            self.ended.remove(&(*t, id.clone()));
-            self.jobs.remove(id);
-            fx.writes.push((id.clone(), None));
+        for key in &doomed {
+            if let Some(id) = self.ended.remove(key) {
+                self.jobs.remove(&id);
+                fx.writes.push((id, None));
+            }
         }
         let n = self.ended_counts.entry(state).or_default();
         *n = n.saturating_sub(doomed.len() as u64);
