@@ -1,14 +1,17 @@
 //! jobcast's backend abstraction: the job types every backend shares, the [`JobQueue`] and
 //! [`Bus`] traits the gateway and the workers talk to, and a [`conformance`] suite that every
-//! backend must pass.
+//! backend must pass; and [`ByLabels`], the handle cache the gateway's and the workers'
+//! per-job metrics share.
 #![warn(missing_docs)]
 
 pub mod conformance;
 mod error;
+mod labelled;
 mod traits;
 mod types;
 
 pub use error::{Error, Result};
+pub use labelled::ByLabels;
 pub use traits::{Bus, JobQueue};
 pub use types::*;
 

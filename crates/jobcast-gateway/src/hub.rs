@@ -225,8 +225,7 @@ impl Hub {
                 }
             };
             if finished && let Some(t) = a.called_at {
-                metrics::histogram!("jobcast_job_submit_to_response_seconds")
-                    .record(t.elapsed().as_secs_f64());
+                crate::metrics::submit_to_response().record(t.elapsed().as_secs_f64());
             }
             match &mut a.held {
                 Some((frames, ended)) => {

@@ -24,7 +24,8 @@
 //!
 //! One recorder serves the whole process (every gateway in it); it is installed on first use.
 
-use metrics::Counter;
+use jobcast_core::ByLabels;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::{
     sync::{LazyLock, OnceLock},
@@ -80,6 +81,26 @@ pub fn messages_received() -> &'static Counter {
         metrics::counter!("jobcast_messages_received_total")
     });
     &C
+}
+
+/// `jobcast_job_submit_to_response_seconds`, looked up once (as [`messages_sent`]).
+pub fn submit_to_response() -> &'static Histogram {
+    static H: LazyLock<Histogram> = LazyLock::new(|| {
+        handle();
+        metrics::histogram!("jobcast_job_submit_to_response_seconds")
+    });
+    &H
+}
+
+/// `jobcast_job_calls_total` of a method and outcome, registered once per pair.
+pub fn job_calls(method: &str, outcome: &str) -> Counter {
+    static C: LazyLock<ByLabels<Counter>> = LazyLock::new(|| {
+        handle();
+        ByLabels::new()
+    });
+    C.get(method, outcome, || {
+        metrics::counter!("jobcast_job_calls_total", "method" => method.to_owned(), "outcome" => outcome.to_owned())
+    })
 }
 
 /// The Prometheus text exposition.

@@ -243,17 +243,17 @@ async fn job_call(cx: &ConnCtx, req: Request) -> Reply {
     let method = req.method.clone();
     match start_job(cx, req).await {
         Ok((reply, outcome)) => {
-            count_call(method, outcome);
+            count_call(&method, outcome);
             reply
         }
         Err(CallError(code, msg)) => {
             // Names of methods nobody serves come from clients: keep them out of labels.
             let method = if code == ErrorCode::MethodNotFound {
-                "unknown".to_owned()
+                "unknown"
             } else {
-                method
+                &method
             };
-            count_call(method, code.code().to_string());
+            count_call(method, &code.code().to_string());
             match id {
                 Some(id) => Reply::respond(outbound::simple_error(Some(&id), code, &msg)),
                 None => Reply::default(),
@@ -262,9 +262,8 @@ async fn job_call(cx: &ConnCtx, req: Request) -> Reply {
     }
 }
 
-fn count_call(method: String, outcome: impl Into<metrics::SharedString>) {
-    metrics::counter!("jobcast_job_calls_total", "method" => method, "outcome" => outcome.into())
-        .increment(1);
+fn count_call(method: &str, outcome: &str) {
+    crate::metrics::job_calls(method, outcome).increment(1);
 }
 
 /// Starts a job; returns the reply and the outcome for metrics (`accepted`, `duplicate`).

@@ -6,10 +6,18 @@ use crate::{
     handler::{BoxedHandler, HandlerError, boxed},
 };
 use futures_util::FutureExt;
-use jobcast_core::{AttemptFailure, ClaimedJob, JobQueue, Lease, MethodInfo, WorkerAnnouncement};
+use jobcast_core::{
+    AttemptFailure, ByLabels, ClaimedJob, JobQueue, Lease, MethodInfo, WorkerAnnouncement,
+};
+use metrics::Histogram;
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -356,7 +364,9 @@ async fn attempt(
     running: &Mutex<HashMap<String, Running>>,
 ) -> (End, Lease, u32) {
     let waited_ms = jobcast_core::now_ms().saturating_sub(job.due_at_ms);
-    metrics::histogram!("jobcast_job_wait_seconds").record(waited_ms as f64 / 1000.0);
+    static WAIT: LazyLock<Histogram> =
+        LazyLock::new(|| metrics::histogram!("jobcast_job_wait_seconds"));
+    WAIT.record(waited_ms as f64 / 1000.0);
     let started = std::time::Instant::now();
     let ctx = Context {
         lease: job.lease.clone(),
@@ -393,8 +403,11 @@ async fn attempt(
         End::TimedOut => "timed_out",
         End::Cancelled => "cancelled",
     };
-    metrics::histogram!("jobcast_job_run_seconds", "method" => job.method, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+    static RUN: LazyLock<ByLabels<Histogram>> = LazyLock::new(ByLabels::new);
+    RUN.get(&job.method, outcome, || {
+        metrics::histogram!("jobcast_job_run_seconds", "method" => job.method.clone(), "outcome" => outcome)
+    })
+    .record(started.elapsed().as_secs_f64());
     (end, job.lease, job.attempt)
 }
 
