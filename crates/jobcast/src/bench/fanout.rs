@@ -78,6 +78,16 @@ struct Shard {
     latency: Histogram<u64>,
     delivered: u64,
     duplicates: u64,
+    /// When the shard's latest message arrived, in µs from the run's base.
+    last_us: u64,
+}
+
+/// The subscribers' records, merged.
+struct Merged {
+    latency: Histogram<u64>,
+    delivered: u64,
+    duplicates: u64,
+    last_us: u64,
 }
 
 impl Shards {
@@ -89,23 +99,29 @@ impl Shards {
                         latency: report::histogram(),
                         delivered: 0,
                         duplicates: 0,
+                        last_us: 0,
                     })
                 })
                 .collect(),
         )
     }
 
-    /// The latency of every shard, and the messages delivered and duplicated.
-    fn merged(&self) -> (Histogram<u64>, u64, u64) {
-        let mut h = report::histogram();
-        let (mut delivered, mut duplicates) = (0, 0);
+    /// Every shard's records together.
+    fn merged(&self) -> Merged {
+        let mut m = Merged {
+            latency: report::histogram(),
+            delivered: 0,
+            duplicates: 0,
+            last_us: 0,
+        };
         for s in &self.0 {
             let s = s.lock();
-            let _ = h.add(&s.latency);
-            delivered += s.delivered;
-            duplicates += s.duplicates;
+            let _ = m.latency.add(&s.latency);
+            m.delivered += s.delivered;
+            m.duplicates += s.duplicates;
+            m.last_us = m.last_us.max(s.last_us);
         }
-        (h, delivered, duplicates)
+        m
     }
 }
 
@@ -269,11 +285,20 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     receiving.shutdown().await;
 
     let published = shared.published.load(Ordering::SeqCst);
-    let (latency, delivered, duplicates) = shared.shards.merged();
+    let Merged {
+        latency,
+        delivered,
+        duplicates,
+        last_us,
+    } = shared.shards.merged();
     let expected = published * args.subscribers as u64;
     let lost = expected.saturating_sub(delivered);
     let lag_ms = (publish_end.saturating_duration_since(stop)).as_secs_f64() * 1000.0;
-    let secs = (publish_end - start).as_secs_f64();
+    // Deliveries per second from the first scheduled publish to the last delivery: a server
+    // that falls behind delivers later and scores lower. (Up to the publisher's end, the
+    // figure moved with the publisher's last HTTP round trip, which says nothing of delivery.)
+    let start_us = u64::try_from((start - base).as_micros()).unwrap_or(0);
+    let secs = (last_us.saturating_sub(start_us) as f64 / 1e6).max(1e-6);
     let dropped = shared.dropped.load(Ordering::SeqCst);
     let summary = json!({
         "mode": "fanout",
@@ -354,8 +379,9 @@ async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) {
         seen[word] |= 1 << bit;
         got += 1;
         s.delivered += 1;
+        let now = u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        s.last_us = s.last_us.max(now);
         if t >= shared.measure_from_us {
-            let now = u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX);
             let _ = s.latency.record(now.saturating_sub(t).max(1));
         }
     }
