@@ -1,55 +1,74 @@
 //! Durable storage of job records in a redb file, with group commit: one writer thread takes
-//! every pending write, applies them in one transaction, commits once (one fsync) and then
-//! runs each write's follow-up, in the order the writes were made. Reads see what is committed.
+//! every pending write, applies them in one transaction and commits once (one fsync). Notes
+//! queued among the writes are handed back together once the writes queued before them are
+//! committed, in the order they were queued, so the owner does its after-commit work once per
+//! commit, not once per write. Reads see what is committed.
 
+use parking_lot::Mutex;
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::{collections::HashMap, path::Path, sync::Arc, thread};
-use tokio::sync::oneshot;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
-/// What runs once a write is committed (or its commit failed), on the writer thread, in the
-/// order the writes were made.
-pub type Then = Box<dyn FnOnce(&Result<(), String>) + Send>;
+/// Writes waiting for the next commit, by key (a later write of a key replaces an earlier one).
+type Pending = HashMap<String, Option<Vec<u8>>, foldhash::fast::RandomState>;
 
-enum Op {
+enum Op<N> {
     Write {
         key: String,
         value: Option<Vec<u8>>,
-        then: Option<Then>,
     },
-    /// Runs once every write queued before it is committed.
-    After(Then),
+    /// Handed back once every write queued before it is committed.
+    Note(N),
     Stop,
 }
 
-/// Handle to the writer thread.
-pub struct Store {
-    tx: std::sync::mpsc::Sender<Op>,
+/// Handle to the writer thread; `N` is what the owner queues to hear of commits.
+pub struct Store<N> {
+    tx: std::sync::mpsc::Sender<Op<N>>,
+    /// The writer's end of the queue, until [`Store::start`] hands it to the thread.
+    rx: Mutex<Option<std::sync::mpsc::Receiver<Op<N>>>>,
     db: Arc<Database>,
 }
 
-impl Store {
-    /// Opens (or creates) the database at `path`, with a page cache of at most `cache_bytes`,
-    /// and starts the writer thread.
+impl<N: Send + 'static> Store<N> {
+    /// Opens (or creates) the database at `path`, with a page cache of at most `cache_bytes`.
+    /// Writes queue from now on; [`Store::start`] starts committing them.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, String> {
         let db = Builder::new()
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| format!("open {}: {e}", path.display()))?;
-        let db = Arc::new(db);
         {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
             txn.open_table(JOBS).map_err(|e| e.to_string())?;
             txn.commit().map_err(|e| e.to_string())?;
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer_db = db.clone();
+        Ok(Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            db: Arc::new(db),
+        })
+    }
+
+    /// Starts the writer thread. After each commit (or failed commit) it calls `committed`
+    /// with the result and the notes queued before the commit's last write, in order.
+    pub fn start(
+        &self,
+        committed: impl FnMut(&Result<(), String>, Vec<N>) + Send + 'static,
+    ) -> Result<(), String> {
+        let rx = self
+            .rx
+            .lock()
+            .take()
+            .ok_or("store writer already started")?;
+        let db = self.db.clone();
         thread::Builder::new()
             .name("jobcast-store".into())
-            .spawn(move || writer(writer_db, rx))
+            .spawn(move || writer(db, rx, committed))
             .map_err(|e| e.to_string())?;
-        Ok(Self { tx, db })
+        Ok(())
     }
 
     /// Calls `f` with every stored record, in key order.
@@ -78,46 +97,47 @@ impl Store {
             .collect()
     }
 
-    /// Queues a write (`None` deletes); `then` runs once it is committed.
-    pub fn write(&self, key: String, value: Option<Vec<u8>>, then: Option<Then>) {
-        if self.tx.send(Op::Write { key, value, then }).is_err() {
+    /// Queues a write (`None` deletes).
+    pub fn write(&self, key: String, value: Option<Vec<u8>>) {
+        self.send(Op::Write { key, value });
+    }
+
+    /// Queues a note, handed back once every write queued before it is committed.
+    pub fn note(&self, note: N) {
+        self.send(Op::Note(note));
+    }
+
+    fn send(&self, op: Op<N>) {
+        if self.tx.send(op).is_err() {
             tracing::error!("store writer is gone");
         }
     }
 }
 
-impl Store {
-    /// Resolves once every write queued before it is committed.
-    pub fn flush(&self) -> oneshot::Receiver<Result<(), String>> {
-        let (t, r) = oneshot::channel();
-        let then: Then = Box::new(move |result| {
-            let _ = t.send(result.clone());
-        });
-        let _ = self.tx.send(Op::After(then));
-        r
-    }
-}
-
-impl Drop for Store {
+impl<N> Drop for Store<N> {
     fn drop(&mut self) {
         let _ = self.tx.send(Op::Stop);
     }
 }
 
-fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
-    let mut pending: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-    let mut thens: Vec<Then> = Vec::new();
+fn writer<N>(
+    db: Arc<Database>,
+    rx: std::sync::mpsc::Receiver<Op<N>>,
+    mut committed: impl FnMut(&Result<(), String>, Vec<N>),
+) {
+    let mut pending = Pending::default();
+    let mut notes: Vec<N> = Vec::new();
     loop {
         // Block for the first op, then take everything else already queued: one commit for all.
         let mut stop = false;
         match rx.recv() {
-            Ok(op) => stop |= absorb(op, &mut pending, &mut thens),
+            Ok(op) => stop |= absorb(op, &mut pending, &mut notes),
             Err(_) => stop = true,
         }
         while let Ok(op) = rx.try_recv() {
-            stop |= absorb(op, &mut pending, &mut thens);
+            stop |= absorb(op, &mut pending, &mut notes);
         }
-        if !pending.is_empty() || !thens.is_empty() {
+        if !pending.is_empty() || !notes.is_empty() {
             let started = std::time::Instant::now();
             metrics::histogram!("jobcast_store_commit_writes").record(pending.len() as f64);
             let result = commit(&db, &mut pending).map_err(|e| {
@@ -126,9 +146,7 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
             });
             metrics::histogram!("jobcast_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
-            for then in thens.drain(..) {
-                then(&result);
-            }
+            committed(&result, std::mem::take(&mut notes));
         }
         if stop {
             return;
@@ -136,22 +154,21 @@ fn writer(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
     }
 }
 
-fn absorb(op: Op, pending: &mut HashMap<String, Option<Vec<u8>>>, thens: &mut Vec<Then>) -> bool {
+fn absorb<N>(op: Op<N>, pending: &mut Pending, notes: &mut Vec<N>) -> bool {
     match op {
-        Op::Write { key, value, then } => {
+        Op::Write { key, value } => {
             pending.insert(key, value);
-            thens.extend(then);
             false
         }
-        Op::After(then) => {
-            thens.push(then);
+        Op::Note(note) => {
+            notes.push(note);
             false
         }
         Op::Stop => true,
     }
 }
 
-fn commit(db: &Database, pending: &mut HashMap<String, Option<Vec<u8>>>) -> Result<(), String> {
+fn commit(db: &Database, pending: &mut Pending) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
