@@ -294,11 +294,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     let expected = published * args.subscribers as u64;
     let lost = expected.saturating_sub(delivered);
     let lag_ms = (publish_end.saturating_duration_since(stop)).as_secs_f64() * 1000.0;
-    // Deliveries per second from the first scheduled publish to the last delivery: a server
-    // that falls behind delivers later and scores lower. (Up to the publisher's end, the
-    // figure moved with the publisher's last HTTP round trip, which says nothing of delivery.)
-    let start_us = u64::try_from((start - base).as_micros()).unwrap_or(0);
-    let secs = (last_us.saturating_sub(start_us) as f64 / 1e6).max(1e-6);
+    // Deliveries per second of the publishing schedule: the offered rate times the share
+    // delivered. At a fixed offered rate a server that keeps up delivers all of it, and how
+    // late is what the latencies and `lastDeliveryMs` say; dividing by a time that ends with
+    // one event (the publisher's last answer, or the last delivery) made two lossless runs
+    // differ by that one event's timing (docs/decisions.md, session 9).
+    let secs = (stop - start).as_secs_f64();
+    let last_due_us =
+        u64::try_from((start + period.mul_f64(total.saturating_sub(1) as f64) - base).as_micros())
+            .unwrap_or(0);
+    let last_delivery_ms = last_us.saturating_sub(last_due_us) as f64 / 1000.0;
     let dropped = shared.dropped.load(Ordering::SeqCst);
     let summary = json!({
         "mode": "fanout",
@@ -313,6 +318,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         "expected": expected,
         "delivered": delivered,
         "deliveredPerSec": (delivered as f64 / secs).round(),
+        "lastDeliveryMs": last_delivery_ms,
         "lost": lost,
         "duplicates": duplicates,
         "droppedConnections": dropped,
@@ -324,7 +330,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
             args.target.url, args.subscribers, args.rate, args.duration, args.warmup
         );
         println!(
-            "published {published} (failed {}, publisher {lag_ms:.0} ms behind schedule at the end)   delivered {delivered} of {expected} ({:.0}/s)   lost {lost}   dropped connections {dropped}",
+            "published {published} (failed {}, publisher {lag_ms:.0} ms behind schedule at the end)   delivered {delivered} of {expected} ({:.0}/s, the last {last_delivery_ms:.0} ms after its publish was due)   lost {lost}   dropped connections {dropped}",
             failed.load(Ordering::SeqCst),
             delivered as f64 / secs
         );
