@@ -94,6 +94,11 @@ impl Registry {
         }
     }
 
+    /// Whether `method` was served when the list was last fetched (no fetch).
+    pub fn serves(&self, method: &str) -> bool {
+        self.cache.read().methods.contains_key(method)
+    }
+
     /// Checks that `method` is served and `params` (raw JSON) fit its schema.
     pub async fn check(&self, method: &str, params: &str) -> Check {
         let mut reachable = self.refresh(FRESH).await;

@@ -247,11 +247,13 @@ async fn job_call(cx: &ConnCtx, req: Request) -> Reply {
             reply
         }
         Err(CallError(code, msg)) => {
-            // Names of methods nobody serves come from clients: keep them out of labels.
-            let method = if code == ErrorCode::MethodNotFound {
-                "unknown"
-            } else {
+            // Names of methods nobody serves come from clients (refused for any reason:
+            // not found, forbidden, bad options): keep them out of labels, whose number
+            // would otherwise be the clients' to choose.
+            let method = if cx.gw.registry.serves(&method) {
                 &method
+            } else {
+                "unknown"
             };
             count_call(method, &code.code().to_string());
             match id {

@@ -398,6 +398,15 @@ async fn metrics_scrape_parses() {
     assert_eq!(ws.final_for(&id).await["result"], json!({}));
     let bad = ws.job("no.such", json!({}), json!({})).await;
     ws.final_for(&bad).await;
+    // Refused for its options before the method is looked up: a served method keeps its
+    // name in the labels, a name nobody serves does not.
+    for method in ["demo.echo", "made.up"] {
+        let id = ws
+            .job(method, json!({}), json!({"options": {"attempts": 0}}))
+            .await;
+        let reply = ws.final_for(&id).await;
+        assert_eq!(reply["error"]["code"], json!(-32600), "{reply}");
+    }
     let r = http(s.addr, "GET", "/metrics", None, None).await;
     assert_eq!(r.status, 401);
     let r = http(s.addr, "GET", "/metrics", Some(KEY), None).await;
@@ -417,6 +426,15 @@ async fn metrics_scrape_parses() {
     assert_eq!(
         m[r#"jobcast_job_calls_total{method="unknown",outcome="-32601"}"#],
         1.0
+    );
+    assert_eq!(
+        m[r#"jobcast_job_calls_total{method="demo.echo",outcome="-32600"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"jobcast_job_calls_total{method="unknown",outcome="-32600"}"#], 1.0,
+        "{}",
+        r.body
     );
     assert_eq!(m["jobcast_job_submit_to_response_seconds_count"], 1.0);
     assert!(m.contains_key(r#"jobcast_job_submit_to_response_seconds_bucket{le="+Inf"}"#));
