@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Same-time A/B of two jobcast builds in embedded mode: both run at once, each `jobcast serve`
 # with its own `jobcast bench rpc` client, so both see the same machine at the same moment.
-# This machine's speed moves by half from one minute to the next (the same binary ran 47k
-# and 78k jobs/s within the hour), which buries a few percent in runs taken one after the
+# This machine's speed moves by half within the hour (the same binary ran 50k
+# and 75k jobs/s), which buries a few percent in runs taken one after the
 # other; side by side, runs of one build against itself agree within 2.5 %.
 #
 #   bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS]     # default 6 rounds of about 17 s

@@ -279,10 +279,21 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     // A subscriber ends by itself once it has every message; past the drain, the ones still
     // waiting are missing some and are stopped.
     let give_up = publish_end + args.drain;
+    let mut finished = Vec::with_capacity(args.subscribers);
     while let Ok(Some(r)) = tokio::time::timeout_at(give_up, receiving.join_next()).await {
-        r?;
+        finished.extend(r?);
     }
     receiving.shutdown().await;
+    // Close only now: a subscriber that closed as soon as it had everything made the server
+    // and the client spend the last message's delivery on thousands of closing handshakes,
+    // and that message alone showed as the run's p99.9 and maximum (docs/decisions.md).
+    let mut closing = tokio::task::JoinSet::new();
+    for mut ws in finished {
+        closing.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), ws.close()).await;
+        });
+    }
+    while closing.join_next().await.is_some() {}
 
     let published = shared.published.load(Ordering::SeqCst);
     let Merged {
@@ -346,11 +357,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     )
 }
 
-/// One subscriber: records each message until it has them all. The wait for the next message
-/// has no timer of its own; the run stops the subscribers still waiting after the drain. (A
-/// timer per message and subscriber and a string searcher built per search were about 7 % of
-/// the client's samples at 10,000 × 30/s.)
-async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) {
+/// One subscriber: records each message until it has them all, then hands its connection
+/// back for the run to close once every subscriber is done. The wait for the next message has
+/// no timer of its own; the run stops the subscribers still waiting after the drain. (A timer
+/// per message and subscriber and a string searcher built per search were about 7 % of the
+/// client's samples at 10,000 × 30/s.)
+async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) -> Option<conn::Ws> {
     let needles = &*NEEDLES;
     let mut seen: Vec<u64> = Vec::new();
     let mut got = 0u64;
@@ -360,7 +372,7 @@ async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) {
             Some(Ok(m)) if !m.is_close() => continue,
             _ => {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
-                return;
+                return None;
             }
         };
         let text = m.as_payload();
@@ -391,7 +403,7 @@ async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) {
             let _ = s.latency.record(now.saturating_sub(t).max(1));
         }
     }
-    let _ = ws.close().await;
+    Some(ws)
 }
 
 #[cfg(test)]
