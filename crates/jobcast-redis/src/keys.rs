@@ -11,6 +11,7 @@
 //! | `{q}:delayed` | zset | delayed jobs by run time (ms) |
 //! | `{q}:active` | zset | running jobs by lease deadline (ms) |
 //! | `{q}:endlog` | list | the ended log: `<end ms>:<id>` per ended job, oldest first, for the retention purge (`lua/prelude.lua`) |
+//! | `{q}:endhead` | string | the ended log's head as a position that does not move: entries dropped from the head add to it, entries moved in front take from it (an operator's purge walks these positions) |
 //! | `{q}:ended` | zset | jobs ended by versions before the log, by end time (ms): moved to the log's head by `tick`, no longer written |
 //! | `{q}:seq` | string | sequence counter |
 //! | `{q}:open` | string | number of jobs not yet ended |
@@ -135,6 +136,11 @@ impl Keys {
         format!("{}endlog", self.prefix)
     }
 
+    /// The ended log's head position.
+    pub fn ended_log_head(&self) -> String {
+        format!("{}endhead", self.prefix)
+    }
+
     /// The sequence counter.
     pub fn seq(&self) -> String {
         format!("{}seq", self.prefix)
@@ -217,6 +223,7 @@ mod tests {
             k.active(),
             k.ended(),
             k.ended_log(),
+            k.ended_log_head(),
             k.seq(),
             k.open(),
             k.ends(),

@@ -607,6 +607,7 @@ async fn ticker(b: RedisBackend) {
                     .key(k.ends())
                     .key(k.owners())
                     .key(k.ended_log())
+                    .key(k.ended_log_head())
                     .arg(now)
                     .arg(k.job_prefix())
                     .arg(k.ready_prefix())
@@ -1069,26 +1070,28 @@ impl JobQueue for RedisBackend {
         }
         const BATCH: usize = 500;
         let k = self.keys();
-        let (mut deleted, mut offset) = (0u64, 0usize);
+        // Positions in the ended log that do not move as the tick drops its head (purge.lua).
+        let (mut deleted, mut from) = (0u64, String::new());
         loop {
-            let (n, next, done): (u64, usize, bool) = self
+            let (n, next, done): (u64, i64, bool) = self
                 .call(
                     self.inner
                         .scripts
                         .purge
                         .key(k.ended_log())
                         .key(k.ends())
+                        .key(k.ended_log_head())
                         .arg(state.as_str())
                         .arg(before_ms)
                         .arg(k.job_prefix())
                         .arg(k.listeners_prefix())
                         .arg(BATCH)
-                        .arg(offset)
+                        .arg(&from)
                         .invoke_async(&mut self.conn()),
                 )
                 .await?;
             deleted += n;
-            offset = next;
+            from = next.to_string();
             if done {
                 return Ok(deleted);
             }

@@ -2,7 +2,7 @@
 -- ended jobs past retention. Run every few tens of ms by every worker; idempotent.
 -- KEYS[1] delayed   KEYS[2] active   KEYS[3] ended (sorted set of earlier versions, moved)
 -- KEYS[4] seq   KEYS[5] open   KEYS[6] end counts   KEYS[7] open jobs per owner
--- KEYS[8] ended log
+-- KEYS[8] ended log   KEYS[9] ended log's head position
 -- ARGV: 1 now ms, 2 job key prefix, 3 ready key prefix, 4 marker key prefix,
 --       5 retention cutoff ms, 6 max stalls, 7 inbox channel prefix,
 --       8 worker control channel prefix, 9 listeners key prefix, 10 batch limit,
@@ -57,6 +57,7 @@ if #old > 0 then
   local entries = {}
   for i = 1, #old, 2 do entries[#entries + 1] = log_entry(int(tonumber(old[i + 1])), old[i]) end
   call_in_slices('LPUSH', KEYS[8], entries)
+  redis.call('DECRBY', KEYS[9], #entries)
   redis.call('ZREMRANGEBYRANK', KEYS[3], int(-#entries), -1)
 end
 
@@ -81,5 +82,8 @@ while taken < limit do
   end
   taken = taken + 1
 end
-if taken > 0 then redis.call('LTRIM', KEYS[8], taken, -1) end
+if taken > 0 then
+  redis.call('LTRIM', KEYS[8], taken, -1)
+  redis.call('INCRBY', KEYS[9], taken)
+end
 return moved
