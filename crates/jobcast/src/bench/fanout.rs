@@ -73,7 +73,7 @@ pub struct FanoutArgs {
 /// be a lock every subscriber contends for).
 struct Shards(Vec<Mutex<Shard>>);
 
-/// One shard of the subscribers' records.
+/// One shard of the subscribers' records, or all of them merged.
 struct Shard {
     latency: Histogram<u64>,
     delivered: u64,
@@ -82,38 +82,25 @@ struct Shard {
     last_us: u64,
 }
 
-/// The subscribers' records, merged.
-struct Merged {
-    latency: Histogram<u64>,
-    delivered: u64,
-    duplicates: u64,
-    last_us: u64,
-}
-
-impl Shards {
-    fn new(n: usize) -> Self {
-        Self(
-            (0..n)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        latency: report::histogram(),
-                        delivered: 0,
-                        duplicates: 0,
-                        last_us: 0,
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    /// Every shard's records together.
-    fn merged(&self) -> Merged {
-        let mut m = Merged {
+impl Shard {
+    fn empty() -> Self {
+        Self {
             latency: report::histogram(),
             delivered: 0,
             duplicates: 0,
             last_us: 0,
-        };
+        }
+    }
+}
+
+impl Shards {
+    fn new(n: usize) -> Self {
+        Self((0..n).map(|_| Mutex::new(Shard::empty())).collect())
+    }
+
+    /// Every shard's records together.
+    fn merged(&self) -> Shard {
+        let mut m = Shard::empty();
         for s in &self.0 {
             let s = s.lock();
             let _ = m.latency.add(&s.latency);
@@ -296,7 +283,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     while closing.join_next().await.is_some() {}
 
     let published = shared.published.load(Ordering::SeqCst);
-    let Merged {
+    let Shard {
         latency,
         delivered,
         duplicates,
