@@ -161,9 +161,7 @@ impl Embedded {
             config,
             stopped: AtomicBool::new(false),
         });
-        for (k, v) in fx.writes {
-            inner.store.write(k, v);
-        }
+        inner.store.change(fx.writes, None);
         let weak = Arc::downgrade(&inner);
         inner
             .store
@@ -189,10 +187,11 @@ impl Embedded {
     pub async fn close(&self) {
         self.shutdown();
         let (done, flushed) = oneshot::channel();
-        self.inner.store.note(Committed {
+        let note = Committed {
             fx: Effects::default(),
             done,
-        });
+        };
+        self.inner.store.change(Vec::new(), Some(note));
         let _ = flushed.await;
     }
 
@@ -294,10 +293,9 @@ impl Inner {
     /// jobs the change ended are kept in memory as their end only; every change that ends a
     /// job is durable.
     fn send_writes(&self, mut fx: Effects, durable: bool) -> Pending {
-        for (k, v) in std::mem::take(&mut fx.writes) {
-            self.store.write(k, v);
-        }
+        let writes = std::mem::take(&mut fx.writes);
         if !durable {
+            self.store.change(writes, None);
             return Pending {
                 now: fx,
                 committed: None,
@@ -308,7 +306,7 @@ impl Inner {
             ..Effects::default()
         };
         let (done, committed) = oneshot::channel();
-        self.store.note(Committed { fx, done });
+        self.store.change(writes, Some(Committed { fx, done }));
         Pending {
             now,
             committed: Some(committed),

@@ -110,7 +110,7 @@ pub struct ActiveLease {
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Records to persist (`None` = delete).
-    pub writes: Vec<(String, Option<Vec<u8>>)>,
+    pub writes: Vec<crate::store::Write>,
     /// Events to deliver, each to the listed gateways.
     pub events: Vec<(Vec<String>, JobEvent)>,
     /// New ready work appeared: wake claimers.

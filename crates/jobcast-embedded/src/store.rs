@@ -13,13 +13,17 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 /// Writes waiting for the next commit, by key (a later write of a key replaces an earlier one).
 type Pending = HashMap<String, Option<Vec<u8>>, foldhash::fast::RandomState>;
 
+/// A write of a record: its key and its bytes (`None` deletes).
+pub type Write = (String, Option<Vec<u8>>);
+
 enum Op<N> {
-    Write {
-        key: String,
-        value: Option<Vec<u8>>,
+    /// One change's writes, and what to hand back once they are committed: one op per change,
+    /// not one per write, so the queue is touched once (its sends were 4.5 % of the runtime's
+    /// time with one op per write and one per note).
+    Change {
+        writes: Vec<Write>,
+        note: Option<N>,
     },
-    /// Handed back once every write queued before it is committed.
-    Note(N),
     Stop,
 }
 
@@ -97,14 +101,13 @@ impl<N: Send + 'static> Store<N> {
             .collect()
     }
 
-    /// Queues a write (`None` deletes).
-    pub fn write(&self, key: String, value: Option<Vec<u8>>) {
-        self.send(Op::Write { key, value });
-    }
-
-    /// Queues a note, handed back once every write queued before it is committed.
-    pub fn note(&self, note: N) {
-        self.send(Op::Note(note));
+    /// Queues a change's writes, in order, then its note (if any), handed back once those
+    /// writes and every write queued before them are committed.
+    pub fn change(&self, writes: Vec<Write>, note: Option<N>) {
+        if writes.is_empty() && note.is_none() {
+            return;
+        }
+        self.send(Op::Change { writes, note });
     }
 
     fn send(&self, op: Op<N>) {
@@ -156,12 +159,9 @@ fn writer<N>(
 
 fn absorb<N>(op: Op<N>, pending: &mut Pending, notes: &mut Vec<N>) -> bool {
     match op {
-        Op::Write { key, value } => {
-            pending.insert(key, value);
-            false
-        }
-        Op::Note(note) => {
-            notes.push(note);
+        Op::Change { writes, note } => {
+            pending.extend(writes);
+            notes.extend(note);
             false
         }
         Op::Stop => true,
