@@ -55,9 +55,12 @@ pub(crate) fn now_ms() -> u32 {
 /// aside (see [`Conn::in_own_topic`]).
 #[derive(Default)]
 struct Held {
-    jobs: HashSet<String>,
-    topics: HashSet<String>,
+    jobs: Set,
+    topics: Set,
 }
+
+/// A set of names hashed with foldhash, as the hub's maps are.
+type Set = HashSet<String, foldhash::fast::RandomState>;
 
 /// Which set of [`Held`] a change is about.
 #[derive(Clone, Copy)]
@@ -67,7 +70,7 @@ enum Kind {
 }
 
 impl Held {
-    fn set(&mut self, kind: Kind) -> &mut HashSet<String> {
+    fn set(&mut self, kind: Kind) -> &mut Set {
         match kind {
             Kind::Job => &mut self.jobs,
             Kind::Topic => &mut self.topics,

@@ -46,12 +46,16 @@ pub enum Attach {
     Existing,
 }
 
+/// A concurrent map hashed with foldhash (randomly seeded; several times cheaper than SipHash
+/// on short keys: SipHash was 2 % of the runtime's time per job, in attaching and dispatching).
+type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// Connections, attachments and subscriptions of one gateway.
 #[derive(Default)]
 pub struct Hub {
-    conns: DashMap<u64, Arc<Conn>>,
-    jobs: DashMap<String, Vec<Attachment>>,
-    topics: DashMap<String, Vec<Subscriber>>,
+    conns: Map<u64, Arc<Conn>>,
+    jobs: Map<String, Vec<Attachment>>,
+    topics: Map<String, Vec<Subscriber>>,
     next_id: AtomicU64,
 }
 
