@@ -25,8 +25,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Threads of the async runtime. Default: one per core, but for `serve` one fewer (at
-    /// least one), since its embedded store commits on a thread of its own.
+    /// Threads of the async runtime. Default: one per core, but for `serve` and `gateway` one
+    /// fewer (at least one): `serve`'s embedded store commits on a thread of its own, and a
+    /// gateway's sockets keep the kernel busy on a core of their own.
     #[arg(long, global = true, env = "JOBCAST_THREADS")]
     threads: Option<usize>,
 }
@@ -56,7 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => runtime(threads, 1)
             .and_then(|rt| rt.block_on(serve::run(a)))
             .map(|()| 0),
-        Command::Gateway(a) => runtime(threads, 0)
+        Command::Gateway(a) => runtime(threads, 1)
             .and_then(|rt| rt.block_on(distributed::gateway(a)))
             .map(|()| 0),
         Command::Worker(a) => runtime(threads, 0)
@@ -77,8 +78,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The async runtime: `threads` worker threads, or one per core less `spare` (at least one).
-/// `serve` spares a core for its store's writer thread: on this 2-core machine one runtime
-/// thread does 16 % more jobs a second than two, with fan-out latency no worse
+/// `serve` spares a core for its store's writer thread, `gateway` for the kernel's socket
+/// work: on this 2-core machine, one runtime thread instead of two did 16-25 % more jobs a
+/// second in `serve` (fan-out latency no worse) and 3-9 % more through a gateway on Redis
 /// (docs/decisions.md).
 fn runtime(threads: Option<usize>, spare: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let threads = threads.unwrap_or_else(|| {
