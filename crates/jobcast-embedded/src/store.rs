@@ -17,9 +17,8 @@ type Pending = HashMap<String, Option<Vec<u8>>, foldhash::fast::RandomState>;
 pub type Write = (String, Option<Vec<u8>>);
 
 enum Op<N> {
-    /// One change's writes, and what to hand back once they are committed: one op per change,
-    /// not one per write, so the queue is touched once (its sends were 4.5 % of the runtime's
-    /// time with one op per write and one per note).
+    /// One change's writes, and what to hand back once they are committed: the queue is
+    /// touched once per change, not once per write and once more for the note.
     Change {
         writes: Vec<Write>,
         note: Option<N>,

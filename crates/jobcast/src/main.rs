@@ -28,7 +28,8 @@ struct Cli {
     /// Threads of the async runtime. Default: one per core, but for `serve` and `gateway` one
     /// fewer (at least one): `serve`'s embedded store commits on a thread of its own, and a
     /// gateway's sockets keep the kernel busy on a core of their own.
-    #[arg(long, global = true, env = "JOBCAST_THREADS")]
+    #[arg(long, global = true, env = "JOBCAST_THREADS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
 }
 
@@ -88,7 +89,7 @@ fn runtime(threads: Option<usize>, spare: usize) -> anyhow::Result<tokio::runtim
         cores.saturating_sub(spare).max(1)
     });
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(threads)
         .enable_all()
         .build()?)
 }
