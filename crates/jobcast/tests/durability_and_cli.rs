@@ -148,6 +148,27 @@ async fn token_and_call_commands() {
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         json!({"steps": 3})
     );
+    // The runtime's threads: a global option, set before the subcommand or after it; 0 is
+    // refused before anything starts.
+    let (code, out, err) = jobcast(&[
+        "--threads",
+        "1",
+        "call",
+        "demo.echo",
+        r#"{"a":1}"#,
+        "--url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+    ]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        json!({"a": 1})
+    );
+    let (code, _, err) = jobcast(&["call", "--threads", "0", "demo.echo", "{}", "--url", &url]);
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("--threads"), "{err}");
     let (code, out, err) = jobcast(&[
         "call",
         "demo.fail",
