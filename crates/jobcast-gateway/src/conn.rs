@@ -31,6 +31,8 @@ struct Outbox {
     close: Option<CloseRequest>,
     /// The heartbeat asks for a ping.
     ping: bool,
+    /// A queued frame must be written at once (see [`Conn::send_topic`]).
+    urgent: bool,
     /// The session, waiting for any of the above.
     waker: Option<Waker>,
 }
@@ -42,6 +44,9 @@ pub struct Outgoing {
     pub frames: VecDeque<Bytes>,
     /// Whether to send a ping.
     pub ping: bool,
+    /// Whether anything here must be written at once: a frame sent with [`Conn::send`] or a
+    /// ping. Topic messages alone may wait (see [`Conn::send_topic`]).
+    pub urgent: bool,
 }
 
 /// Milliseconds on a process-wide monotonic clock, wrapping every 49 days (only differences
@@ -108,6 +113,7 @@ impl Conn {
                 frames: VecDeque::new(),
                 close: None,
                 ping: false,
+                urgent: false,
                 waker: None,
             }),
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
@@ -117,9 +123,20 @@ impl Conn {
         })
     }
 
-    /// Queues a frame; closes the connection as a slow consumer when its queue is full.
-    /// Returns whether the frame was queued.
+    /// Queues a frame to be written at once; closes the connection as a slow consumer when
+    /// its queue is full. Returns whether the frame was queued.
     pub fn send(&self, frame: Bytes) -> bool {
+        self.push(frame, true)
+    }
+
+    /// Queues a topic message: like [`send`](Self::send), but the session may hold it back
+    /// for the gateway's topic flush interval after its last write, so that a connection
+    /// receiving many messages gets them in fewer, larger writes.
+    pub fn send_topic(&self, frame: Bytes) -> bool {
+        self.push(frame, false)
+    }
+
+    fn push(&self, frame: Bytes, urgent: bool) -> bool {
         let capacity = self.capacity as usize;
         let (mut queued, mut full) = (false, false);
         self.change(|o| {
@@ -134,6 +151,7 @@ impl Conn {
             // an empty queue needs to wake it.
             let wake = o.frames.is_empty();
             o.frames.push_back(frame);
+            o.urgent |= urgent;
             queued = true;
             wake
         });
@@ -177,9 +195,11 @@ impl Conn {
             return Poll::Ready(Err(c));
         }
         if take && (!o.frames.is_empty() || o.ping) {
+            let ping = std::mem::take(&mut o.ping);
             return Poll::Ready(Ok(Outgoing {
                 frames: std::mem::take(&mut o.frames),
-                ping: std::mem::take(&mut o.ping),
+                ping,
+                urgent: std::mem::take(&mut o.urgent) || ping,
             }));
         }
         if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -322,10 +342,19 @@ mod tests {
     #[tokio::test]
     async fn frames_wake_the_session_and_a_full_queue_closes() {
         let c = Conn::new(1, "u".into(), 3);
-        for f in ["a", "b", "c"] {
-            assert!(c.send(Bytes::from(f)));
+        // Topic messages alone may wait; any other frame makes the whole take urgent.
+        for f in ["a", "b"] {
+            assert!(c.send_topic(Bytes::from(f)));
         }
-        assert_eq!(next_out(&c).await.unwrap().frames, ["a", "b", "c"]);
+        let out = next_out(&c).await.unwrap();
+        assert_eq!(out.frames, ["a", "b"]);
+        assert!(!out.urgent);
+        assert!(c.send_topic(Bytes::from("a")));
+        assert!(c.send(Bytes::from("b")));
+        assert!(c.send_topic(Bytes::from("c")));
+        let out = next_out(&c).await.unwrap();
+        assert_eq!(out.frames, ["a", "b", "c"]);
+        assert!(out.urgent);
         for f in ["d", "e", "f"] {
             assert!(c.send(Bytes::from(f)));
         }
@@ -356,7 +385,8 @@ mod tests {
             waiter.await.unwrap(),
             Ok(Outgoing {
                 frames: VecDeque::new(),
-                ping: true
+                ping: true,
+                urgent: true,
             })
         );
         // A session still writing is woken by a close request, not by frames.

@@ -308,7 +308,7 @@ impl Hub {
             return self
                 .conns
                 .iter()
-                .filter(|c| c.value().send(frame.clone()))
+                .filter(|c| c.value().send_topic(frame.clone()))
                 .count();
         }
         let Some(list) = self.topics.get(topic) else {
@@ -317,7 +317,7 @@ impl Hub {
         list.iter()
             .filter(|s| audience == Audience::All || s.watches_presence)
             .filter(|s| Some(s.conn.id) != except)
-            .filter(|s| s.conn.send(frame.clone()))
+            .filter(|s| s.conn.send_topic(frame.clone()))
             .count()
     }
 }

@@ -57,6 +57,11 @@ pub struct GatewayConfig {
     pub rate_burst: u32,
     /// Requests served at once per connection; reading pauses past it.
     pub max_in_flight: usize,
+    /// Least time between two writes of topic messages to one connection: a topic message
+    /// arriving sooner after the connection's last write waits in its write buffer until
+    /// then, with any that join it (responses and job events are written at once, and take
+    /// it along). Zero writes every message at once.
+    pub topic_flush_interval: Duration,
     /// Most jobs one connection may be attached to.
     pub max_jobs_per_conn: usize,
     /// Most topics one connection may subscribe to (its `user:` topic included).
@@ -91,6 +96,7 @@ impl GatewayConfig {
             rate_per_sec: 1000.0,
             rate_burst: 2000,
             max_in_flight: 128,
+            topic_flush_interval: Duration::from_millis(5),
             max_jobs_per_conn: 10_000,
             max_topics_per_conn: 256,
             max_pending_per_user: 1_000,

@@ -2,6 +2,11 @@
 //! concurrently (bounded per connection), writing what the connection's outbox holds (frames,
 //! the heartbeat's pings), and closing with the right code.
 //!
+//! Topic messages that arrive within the gateway's topic flush interval of the connection's
+//! last write are held back until that interval ends, with any that join them; anything else
+//! written takes them along at once. A busy connection then gets fewer, larger writes, and
+//! the kernel's cost is per write (docs/decisions.md, session 11).
+//!
 //! The open connection is one hand-written future, [`Session`], that polls its sources in
 //! turn (requests being served, the outbox, the socket) rather than an `async fn` around a
 //! `select!`: the task of an idle connection then holds only the session's own fields, which
@@ -67,6 +72,12 @@ struct Session<S> {
     /// Requests being served; made on the first request (an idle connection holds none).
     tasks: Option<FuturesUnordered<Task>>,
     budget: Budget,
+    /// When the write buffer was last flushed (`now_ms`).
+    last_flush: u32,
+    /// While the write buffer holds only topic messages held back on purpose: the timer
+    /// ending the hold (exists only during a hold, as the gateway keeps no timer per idle
+    /// connection).
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -92,6 +103,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             inbox: VecDeque::new(),
             tasks: None,
             budget,
+            last_flush: now_ms(),
+            hold: None,
         }
     }
 
@@ -136,25 +149,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         progress |= self.poll_outbox(c)?;
-        if self.ws.wants_flush() {
+        if self.ws.wants_flush() && !self.held(c) {
             match self.ws.poll_flush(c) {
-                Poll::Ready(Ok(())) => progress = true,
+                Poll::Ready(Ok(())) => {
+                    self.last_flush = now_ms();
+                    progress = true;
+                }
                 Poll::Ready(Err(_)) => return Err(End::Gone),
                 Poll::Pending => {}
             }
         }
-        if self.inbox.is_empty() && self.in_flight() < max_in_flight && !self.ws.wants_flush() {
+        if self.inbox.is_empty() && self.in_flight() < max_in_flight && !self.write_blocked() {
             progress |= self.poll_read(c)?;
         }
         Ok(progress)
     }
 
-    /// Takes what the outbox holds into the write buffer, once the socket has taken the last
-    /// of it; a close request is seen either way.
+    /// Whether the write buffer waits for the socket (the peer is not reading fast enough),
+    /// rather than being held back on purpose.
+    fn write_blocked(&self) -> bool {
+        self.ws.wants_flush() && self.hold.is_none()
+    }
+
+    /// Takes what the outbox holds into the write buffer, unless the buffer waits for the
+    /// socket; a close request is seen either way. Topic messages alone, arriving within the
+    /// topic flush interval of the last write, are held back until its end.
     fn poll_outbox(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
-        match self.cx.conn.poll_out(c, !self.ws.wants_flush()) {
+        match self.cx.conn.poll_out(c, !self.write_blocked()) {
             Poll::Ready(Err(close)) => Err(End::Close(close)),
             Poll::Ready(Ok(out)) => {
+                let was_empty = !self.ws.wants_flush();
                 crate::metrics::messages_sent().increment(out.frames.len() as u64);
                 for f in &out.frames {
                     self.ws.feed_text(f);
@@ -162,10 +186,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if out.ping {
                     self.ws.feed_ping();
                 }
+                if out.urgent {
+                    self.hold = None;
+                } else if was_empty {
+                    self.hold_back();
+                }
                 Ok(true)
             }
             Poll::Pending => Ok(false),
         }
+    }
+
+    /// Holds the write buffer back until the topic flush interval after the last write, if
+    /// that is still ahead.
+    fn hold_back(&mut self) {
+        let interval = self.cx.gw.config.topic_flush_interval.as_millis();
+        let interval = u32::try_from(interval).unwrap_or(u32::MAX);
+        let since = now_ms().wrapping_sub(self.last_flush);
+        if since >= interval {
+            return;
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(interval - since));
+        self.hold = Some(Box::pin(tokio::time::sleep_until(deadline)));
+    }
+
+    /// Whether the write buffer is still held back; registers the timer's wake-up if so.
+    fn held(&mut self, c: &mut Context<'_>) -> bool {
+        let Some(timer) = &mut self.hold else {
+            return false;
+        };
+        if timer.as_mut().poll(c).is_pending() {
+            return true;
+        }
+        self.hold = None;
+        false
     }
 
     /// Reads what the socket has into the inbox.

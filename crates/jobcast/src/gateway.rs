@@ -70,6 +70,12 @@ pub struct GatewayArgs {
     /// Messages one connection may send at once before the rate applies.
     #[arg(long, env = "RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
+    /// Least time between two writes of topic messages to one connection: a topic message
+    /// arriving sooner after the connection's last write waits, with any that join it, so a
+    /// busy connection gets fewer, larger writes. Responses and job events are never held.
+    /// 0 writes every message at once.
+    #[arg(long, env = "TOPIC_FLUSH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
+    pub topic_flush_interval: Duration,
     /// Most jobs of one user not yet ended, across the cluster (more: -32005; 0 = no limit).
     #[arg(long, env = "MAX_PENDING_PER_USER", default_value_t = 1_000)]
     pub max_pending_per_user: u32,
@@ -167,6 +173,7 @@ impl GatewayArgs {
         };
         config.rate_per_sec = self.rate_limit.max(0.0);
         config.rate_burst = self.rate_burst;
+        config.topic_flush_interval = self.topic_flush_interval;
         config.max_pending_per_user = self.max_pending_per_user;
         config.handshake_timeout = self.handshake_timeout.max(Duration::from_millis(100));
         config.request_timeout = self.request_timeout.max(Duration::from_millis(100));

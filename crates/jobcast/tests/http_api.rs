@@ -253,6 +253,29 @@ async fn pushes_to_topics_users_and_everyone() {
     assert!(bob.try_recv(Duration::from_millis(200)).await.is_none());
 }
 
+/// With `--topic-flush-interval`, a topic message arriving within the interval of the
+/// connection's last write waits; the next response is never held and takes the waiting
+/// messages along, ahead of it and in order.
+#[tokio::test]
+async fn topic_messages_wait_for_the_flush_interval() {
+    let s = Server::start(&["--api-key", KEY, "--topic-flush-interval", "1h"]);
+    let mut ws = s.connect("carol").await;
+    // The subscribe response is a write: what the topic gets next waits.
+    ws.call("rpc.subscribe", json!({"topic": "busy"})).await;
+    for n in 1..=2 {
+        let r = post(s.addr, "/v1/publish", json!({"topic": "busy", "data": n})).await;
+        assert_eq!(r.json()["delivered"], 1);
+    }
+    assert!(ws.try_recv(Duration::from_millis(300)).await.is_none());
+    let id = ws.request("rpc.ping", json!({})).await;
+    for n in 1..=2 {
+        let m = ws.recv().await;
+        assert_eq!(m["method"], "topic.message", "{m}");
+        assert_eq!(m["params"]["data"], n);
+    }
+    assert_eq!(ws.recv().await["id"], id);
+}
+
 /// Subscribers of a topic on one Redis, counted by PUBSUB NUMSUB.
 fn numsub(redis: &RedisServer, topic: &str) -> i64 {
     let client = redis::Client::open(redis.url()).unwrap();
