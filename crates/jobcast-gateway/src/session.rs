@@ -69,8 +69,9 @@ struct Session<S> {
     /// Messages read but not yet served (a read can bring many; they wait here while the
     /// connection has `max_in_flight` requests running). Unallocated when empty.
     inbox: VecDeque<Incoming>,
-    /// Requests being served; made on the first request (an idle connection holds none).
-    tasks: Option<FuturesUnordered<Task>>,
+    /// Requests being served; made on the first request (an idle connection holds none), and
+    /// boxed so that it costs an idle connection one word.
+    tasks: Option<Box<FuturesUnordered<Task>>>,
     budget: Budget,
     /// When the write buffer was last flushed (`now_ms`).
     last_flush: u32,
@@ -109,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn in_flight(&self) -> usize {
-        self.tasks.as_ref().map_or(0, FuturesUnordered::len)
+        self.tasks.as_ref().map_or(0, |t| t.len())
     }
 
     /// Moves frames both ways until the connection ends, a round at a time (see
@@ -462,5 +463,15 @@ fn release(cx: &ConnCtx, reply: Reply) {
     if let Some((job_id, snapshot)) = reply.release {
         let rid = snapshot.request_id.clone();
         rpc::finish_release(cx, &job_id, Some(&snapshot), rid.as_ref());
+    }
+}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_session_stays_within_216_bytes() {
+        // The session lives inside its task's allocation. At 232 bytes, `bench idle` measured
+        // 1,770 bytes per idle connection against 1,610 at 216 (session 11): the task moved up
+        // one of the allocator's size classes.
+        assert!(std::mem::size_of::<super::Session<tokio::net::TcpStream>>() <= 216);
     }
 }
