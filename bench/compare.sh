@@ -43,6 +43,7 @@ export RUN_DIR
 JOBCAST="$ROOT/target/release/jobcast"
 RESULTS="$WORK/results.jsonl"
 PIDS=()
+DATA_DIRS=()
 
 mkdir -p "$WORK" "$RUN_DIR"
 : >"$RESULTS"
@@ -60,6 +61,9 @@ stop_all() {
     kill -9 "$p" 2>/dev/null || true
   done
   PIDS=()
+  # The embedded stores' files (hundreds of MB each after a closed-loop run).
+  [ ${#DATA_DIRS[@]} -eq 0 ] || rm -rf "${DATA_DIRS[@]}"
+  DATA_DIRS=()
   (cd "$WORK/reference" 2>/dev/null && ./run.sh stop >/dev/null 2>&1) || true
 }
 trap stop_all EXIT
@@ -129,6 +133,7 @@ start_jobcast_redis() { # 1 gateway + 1 worker process + Redis
 start_jobcast_serve() { # one process, embedded store
   PORT=$(free_port)
   rm -rf "$WORK/data-$PORT"
+  DATA_DIRS+=("$WORK/data-$PORT")
   jobcast_bg "serve-$PORT" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data-$PORT" --jwt-secret "$SECRET" --api-key "$KEY" "${JOBCAST_LIMITS[@]}"
   wait_http "http://127.0.0.1:$PORT/healthz"
 }
