@@ -465,6 +465,7 @@ fn release(cx: &ConnCtx, reply: Reply) {
         rpc::finish_release(cx, &job_id, Some(&snapshot), rid.as_ref());
     }
 }
+
 #[cfg(test)]
 mod tests {
     #[test]
