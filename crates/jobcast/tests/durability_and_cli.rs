@@ -134,68 +134,40 @@ async fn sigterm_closes_clients_with_1012_and_keeps_jobs() {
 async fn token_and_call_commands() {
     let s = Server::start(&[]);
     let url = s.url();
-    let (code, out, err) = jobcast(&[
-        "call",
-        "demo.progress",
-        r#"{"steps":3,"intervalMs":50}"#,
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
-    assert_eq!(code, 0, "stderr: {err}");
+    // `jobcast ARGS --url <server> --jwt-secret <secret>`.
+    let call = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--url", url.as_str(), "--jwt-secret", SECRET]);
+        jobcast(&all)
+    };
+    let result = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "stderr: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        result(call(&[
+            "call",
+            "demo.progress",
+            r#"{"steps":3,"intervalMs":50}"#
+        ])),
         json!({"steps": 3})
     );
     // The runtime's threads: a global option, set before the subcommand or after it; 0 is
     // refused before anything starts.
-    let (code, out, err) = jobcast(&[
-        "--threads",
-        "1",
-        "call",
-        "demo.echo",
-        r#"{"a":1}"#,
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
-    assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        result(call(&["--threads", "1", "call", "demo.echo", r#"{"a":1}"#])),
         json!({"a": 1})
     );
-    let (code, _, err) = jobcast(&["call", "--threads", "0", "demo.echo", "{}", "--url", &url]);
+    let (code, _, err) = call(&["call", "--threads", "0", "demo.echo", "{}"]);
     assert_eq!(code, 2, "stderr: {err}");
     assert!(err.contains("--threads"), "{err}");
-    let (code, out, err) = jobcast(&[
-        "call",
-        "demo.fail",
-        r#"{"times":5}"#,
-        "--attempts",
-        "2",
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
+    let (code, out, err) = call(&["call", "demo.fail", r#"{"times":5}"#, "--attempts", "2"]);
     assert_eq!(code, 1, "stdout: {out}");
     let e: serde_json::Value = serde_json::from_str(err.trim().lines().last().unwrap()).unwrap();
     assert_eq!(e["code"], -32000);
     assert_eq!(e["data"]["attempts"], 2);
     // Options reach the server: an invalid priority is refused.
-    let (code, _, err) = jobcast(&[
-        "call",
-        "demo.echo",
-        "{}",
-        "--priority",
-        "5000",
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
+    let (code, _, err) = call(&["call", "demo.echo", "{}", "--priority", "5000"]);
     assert_eq!(code, 1);
     assert!(err.contains("-32600"), "{err}");
     // A token minted by the CLI connects; its claims are honoured.
@@ -228,31 +200,25 @@ async fn token_and_call_commands() {
     assert_eq!(code, 1);
     assert!(err.contains("-32006"), "{err}");
     // Idempotent resubmit from the CLI.
-    let (code, out, _) = jobcast(&[
+    let first = result(call(&[
         "call",
         "demo.echo",
         r#"{"a":1}"#,
         "--job-id",
         "cli-1",
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
-    assert_eq!(code, 0);
-    let (code, out2, _) = jobcast(&[
+    ]));
+    let again = result(call(&[
         "call",
         "demo.echo",
         r#"{"a":2}"#,
         "--job-id",
         "cli-1",
-        "--url",
-        &url,
-        "--jwt-secret",
-        SECRET,
-    ]);
-    assert_eq!(code, 0);
-    assert_eq!(out, out2, "a resubmitted id returns the first job's result");
+    ]));
+    assert_eq!(first, json!({"a": 1}));
+    assert_eq!(
+        again, first,
+        "a resubmitted id returns the first job's result"
+    );
 }
 
 #[test]
