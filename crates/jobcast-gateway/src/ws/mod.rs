@@ -112,6 +112,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         Ok(())
     }
 
+    /// Makes room for `bytes` more of queued frames at once (a frame's header is at most 10
+    /// bytes): queuing many frames then grows the buffer once, not once per doubling.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+
     /// Queues a text message.
     pub fn feed_text(&mut self, text: &[u8]) {
         codec::encode(op::TEXT, text, &mut self.out);
