@@ -5,6 +5,10 @@
 //! (scheduled send → received by a subscriber) includes any queueing at the publisher or the
 //! server. Every subscriber must receive every message: a message some subscriber did not get
 //! by `--drain` after the last send counts as lost for that subscriber.
+//!
+//! The publishes are timed too (due time → the server's answer): the part of the delivery
+//! latency spent before the server has taken the message, which for a server that writes to
+//! every subscriber before it answers includes that whole pass.
 
 use super::{Target, conn, report};
 use crate::http_client::HttpConn;
@@ -122,6 +126,8 @@ struct Shared {
     published: AtomicU64,
     shards: Shards,
     dropped: AtomicU64,
+    /// From each measured message's due time to the server's answer to its publish.
+    publish: Mutex<Histogram<u64>>,
 }
 
 /// Where the fields a subscriber reads begin in each message (searched for without building a
@@ -215,6 +221,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         published: AtomicU64::new(0),
         shards: Shards::new(64),
         dropped: AtomicU64::new(0),
+        publish: Mutex::new(report::histogram()),
     });
     let mut receiving = tokio::task::JoinSet::new();
     for (i, ws) in subs.into_iter().enumerate() {
@@ -246,6 +253,10 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
                 {
                     Ok((s, _)) if (200..300).contains(&s) => {
                         shared.published.fetch_add(1, Ordering::SeqCst);
+                        if t >= shared.measure_from_us {
+                            let took = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            let _ = shared.publish.lock().record(took.max(1));
+                        }
                     }
                     Ok((s, _)) => {
                         tracing::warn!(status = s, "publish refused");
@@ -321,6 +332,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         "duplicates": duplicates,
         "droppedConnections": dropped,
         "latencyMs": report::percentiles(&latency),
+        "publishMs": report::percentiles(&shared.publish.lock()),
     });
     if !args.json {
         println!(
@@ -333,6 +345,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
             delivered as f64 / secs
         );
         println!("{}", report::line("delivery", &latency));
+        println!("{}", report::line("publish", &shared.publish.lock()));
     }
     println!("{summary}");
     Ok(
