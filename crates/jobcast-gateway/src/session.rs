@@ -230,11 +230,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         false
     }
 
-    /// Reads what the socket has into the inbox.
+    /// Reads what the socket has into the inbox. A reply the read queued (a pong) answers
+    /// the peer, so it ends a hold like any urgent frame.
     fn poll_read(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
+        let queued = self.ws.queued();
         match self.ws.poll_read(c, &mut self.inbox) {
             Poll::Ready(Ok(true)) => {
                 self.cx.conn.seen();
+                if self.ws.queued() > queued {
+                    self.hold = None;
+                }
                 Ok(true)
             }
             Poll::Ready(Ok(false)) => Err(End::Gone),

@@ -6,9 +6,11 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use jobcast_redis::testing::RedisServer;
 use serde_json::{Value, json};
 use std::{collections::HashMap, time::Duration};
+use tokio_websockets::Message;
 
 const KEY: &str = "test-key";
 
@@ -274,6 +276,30 @@ async fn topic_messages_wait_for_the_flush_interval() {
         assert_eq!(m["params"]["data"], n);
     }
     assert_eq!(ws.recv().await["id"], id);
+
+    // A pong answers the peer: it ends a hold too, after the messages held before it.
+    for n in 3..=4 {
+        post(s.addr, "/v1/publish", json!({"topic": "busy", "data": n})).await;
+    }
+    assert!(ws.try_recv(Duration::from_millis(300)).await.is_none());
+    ws.ws.send(Message::ping("hb")).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.ws.next())
+            .await
+            .expect("nothing within 5 s")
+            .expect("connection ended")
+            .unwrap();
+        if let Some(t) = m.as_text() {
+            got.push(serde_json::from_str::<Value>(t).unwrap()["params"]["data"].clone());
+        } else if m.is_pong() {
+            got.push(json!(format!(
+                "pong {}",
+                String::from_utf8_lossy(&m.into_payload())
+            )));
+        }
+    }
+    assert_eq!(got, [json!(3), json!(4), json!("pong hb")]);
 }
 
 /// Subscribers of a topic on one Redis, counted by PUBSUB NUMSUB.

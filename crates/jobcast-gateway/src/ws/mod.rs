@@ -133,6 +133,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         codec::encode_close(code, reason, &mut self.out);
     }
 
+    /// How many bytes of frames are queued and not yet written: a read that makes it grow
+    /// has queued a reply (a pong or a close).
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
     /// Whether frames are queued (for example a pong answering a ping just read) and not yet
     /// written and flushed.
     pub fn wants_flush(&self) -> bool {
