@@ -181,9 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Poll::Ready(Ok(out)) => {
                 let was_empty = !self.ws.wants_flush();
                 crate::metrics::messages_sent().increment(out.frames.len() as u64);
-                let header = 10;
-                let bytes = out.frames.iter().map(|f| f.len() + header).sum::<usize>();
-                self.ws.reserve(bytes + if out.ping { header } else { 0 });
+                let payload = out.frames.iter().map(Bytes::len).sum();
+                self.ws
+                    .reserve(out.frames.len() + usize::from(out.ping), payload);
                 for f in &out.frames {
                     self.ws.feed_text(f);
                 }

@@ -156,9 +156,12 @@ fn header_into(first: u8, len: usize, mask_bit: u8, out: &mut Vec<u8>) {
     }
 }
 
+/// The most bytes a server frame's header takes (no mask; a 64-bit length).
+pub const MAX_HEADER: usize = 10;
+
 /// Appends one unmasked server frame.
 pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(payload.len() + 10);
+    out.reserve(payload.len() + MAX_HEADER);
     header_into(0x80 | opcode, payload.len(), 0, out);
     out.extend_from_slice(payload);
 }

@@ -112,10 +112,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         Ok(())
     }
 
-    /// Makes room for `bytes` more of queued frames at once (a frame's header is at most 10
-    /// bytes): queuing many frames then grows the buffer once, not once per doubling.
-    pub fn reserve(&mut self, bytes: usize) {
-        self.out.reserve(bytes);
+    /// Makes room for `frames` more frames carrying `payload` bytes in all, so that queuing
+    /// many frames grows the buffer once, not once per doubling.
+    pub fn reserve(&mut self, frames: usize, payload: usize) {
+        self.out.reserve(payload + frames * codec::MAX_HEADER);
     }
 
     /// Queues a text message.
