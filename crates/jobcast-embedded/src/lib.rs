@@ -314,25 +314,30 @@ impl Inner {
     }
 
     /// Runs on the store's writer after each commit, with the notes of the durable changes it
-    /// holds, in order. Under one lock of the inboxes, each change's events go out and its
-    /// caller is told; then the jobs they ended are kept as their end only, a few under each
-    /// lock of the state. (One closure per write that took both locks itself: 4 % fewer jobs
-    /// a second, docs/decisions.md.)
+    /// holds, in order. Under one lock of the inboxes, each change's events go out; then the
+    /// jobs they ended are kept as their end only, a few under each lock of the state; then
+    /// their callers are told, so a caller that hears of its commit finds the job as it will
+    /// stay. (One closure per write that took both locks itself: 4 % fewer jobs a second,
+    /// docs/decisions.md.)
     fn committed(&self, result: &std::result::Result<(), String>, notes: Vec<Committed>) {
         let Ok(()) = result else {
             return tell(result, notes);
         };
         let mut ended = Vec::new();
+        let mut callers = Vec::with_capacity(notes.len());
         {
             let inboxes = self.inboxes.lock();
             for mut note in notes {
                 send_events(&inboxes, std::mem::take(&mut note.fx.events));
                 ended.append(&mut note.fx.ended);
-                let _ = note.done.send(Ok(()));
+                callers.push(note.done);
             }
         }
         for chunk in ended.chunks(ENDED_PER_LOCK) {
             self.state.lock().keep_ended_only(chunk);
+        }
+        for done in callers {
+            let _ = done.send(Ok(()));
         }
     }
 
