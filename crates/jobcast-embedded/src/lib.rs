@@ -319,26 +319,22 @@ impl Inner {
     /// their callers are told, so a caller that hears of its commit finds the job as it will
     /// stay. (One closure per write that took both locks itself: 4 % fewer jobs a second,
     /// docs/decisions.md.)
-    fn committed(&self, result: &std::result::Result<(), String>, notes: Vec<Committed>) {
+    fn committed(&self, result: &std::result::Result<(), String>, mut notes: Vec<Committed>) {
         let Ok(()) = result else {
             return tell(result, notes);
         };
         let mut ended = Vec::new();
-        let mut callers = Vec::with_capacity(notes.len());
         {
             let inboxes = self.inboxes.lock();
-            for mut note in notes {
+            for note in &mut notes {
                 send_events(&inboxes, std::mem::take(&mut note.fx.events));
                 ended.append(&mut note.fx.ended);
-                callers.push(note.done);
             }
         }
         for chunk in ended.chunks(ENDED_PER_LOCK) {
             self.state.lock().keep_ended_only(chunk);
         }
-        for done in callers {
-            let _ = done.send(Ok(()));
-        }
+        tell(result, notes);
     }
 
     fn deliver(&self, fx: Effects) {
