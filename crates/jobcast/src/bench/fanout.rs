@@ -254,8 +254,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
                     Ok((s, _)) if (200..300).contains(&s) => {
                         shared.published.fetch_add(1, Ordering::SeqCst);
                         if t >= shared.measure_from_us {
-                            let took = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
-                            let _ = shared.publish.lock().record(took.max(1));
+                            let took = report::micros(due.elapsed());
+                            let _ = shared.publish.lock().record(took);
                         }
                     }
                     Ok((s, _)) => {

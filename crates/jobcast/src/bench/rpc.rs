@@ -145,10 +145,6 @@ fn numeric_id(raw: Option<&RawValue>) -> Option<u64> {
     raw.and_then(|r| r.get().parse().ok())
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
 /// Runs the load; returns the exit code (1 when calls were lost or connections dropped).
 pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
@@ -332,7 +328,7 @@ impl Calls {
                     .and_then(|a| numeric_id(a.request_id));
                 if let Some(p) = id.and_then(|id| self.pending.get_mut(&id)) {
                     if !p.acked && p.at >= plan.measure_from {
-                        let _ = self.t.ack.record(micros(now - p.at));
+                        let _ = self.t.ack.record(report::micros(now - p.at));
                     }
                     p.acked = true;
                 }
@@ -344,7 +340,7 @@ impl Calls {
                     return false;
                 };
                 if p.at >= plan.measure_from {
-                    let _ = self.t.done.record(micros(now - p.at));
+                    let _ = self.t.done.record(report::micros(now - p.at));
                 }
                 match frame.error {
                     Some(e) => *self.t.errors.entry(e.code).or_default() += 1,
