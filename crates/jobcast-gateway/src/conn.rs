@@ -44,8 +44,8 @@ pub struct Outgoing {
     pub frames: VecDeque<Bytes>,
     /// Whether to send a ping.
     pub ping: bool,
-    /// Whether anything here must be written at once: a frame sent with [`Conn::send`] or a
-    /// ping. Topic messages alone may wait (see [`Conn::send_topic`]).
+    /// Whether the frames must be written at once: one was sent with [`Conn::send`]. Topic
+    /// messages alone may wait (see [`Conn::send_topic`]); a ping never does.
     pub urgent: bool,
 }
 
@@ -195,11 +195,10 @@ impl Conn {
             return Poll::Ready(Err(c));
         }
         if take && (!o.frames.is_empty() || o.ping) {
-            let ping = std::mem::take(&mut o.ping);
             return Poll::Ready(Ok(Outgoing {
                 frames: std::mem::take(&mut o.frames),
-                ping,
-                urgent: std::mem::take(&mut o.urgent) || ping,
+                ping: std::mem::take(&mut o.ping),
+                urgent: std::mem::take(&mut o.urgent),
             }));
         }
         if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -386,7 +385,7 @@ mod tests {
             Ok(Outgoing {
                 frames: VecDeque::new(),
                 ping: true,
-                urgent: true,
+                urgent: false,
             })
         );
         // A session still writing is woken by a close request, not by frames.

@@ -95,6 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 gw.config.heartbeat.as_millis() as u64,
             )
             .as_bytes(),
+            true,
         );
         crate::metrics::messages_sent().increment(1);
         let budget = Budget::new(gw.config.rate_burst);
@@ -185,14 +186,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.ws
                     .reserve(out.frames.len() + usize::from(out.ping), payload);
                 for f in &out.frames {
-                    self.ws.feed_text(f);
+                    self.ws.feed_text(f, out.urgent);
                 }
                 if out.ping {
                     self.ws.feed_ping();
                 }
-                if out.urgent {
-                    self.hold = None;
-                } else if was_empty {
+                if was_empty && !self.ws.urgent() {
                     self.hold_back();
                 }
                 Ok(true)
@@ -218,28 +217,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.hold = Some(Box::pin(tokio::time::sleep_until(deadline)));
     }
 
-    /// Whether the write buffer is still held back; registers the timer's wake-up if so.
+    /// Whether the write buffer is still held back; registers the timer's wake-up if so. A
+    /// hold ends at its time, or as soon as anything that must not wait joins the buffer (a
+    /// response, a job event, a ping, a pong).
     fn held(&mut self, c: &mut Context<'_>) -> bool {
         let Some(timer) = &mut self.hold else {
             return false;
         };
-        if timer.as_mut().poll(c).is_pending() {
+        if !self.ws.urgent() && timer.as_mut().poll(c).is_pending() {
             return true;
         }
         self.hold = None;
         false
     }
 
-    /// Reads what the socket has into the inbox. A reply the read queued (a pong) answers
-    /// the peer, so it ends a hold like any urgent frame.
+    /// Reads what the socket has into the inbox.
     fn poll_read(&mut self, c: &mut Context<'_>) -> Result<bool, End> {
-        let queued = self.ws.queued();
         match self.ws.poll_read(c, &mut self.inbox) {
             Poll::Ready(Ok(true)) => {
                 self.cx.conn.seen();
-                if self.ws.queued() > queued {
-                    self.hold = None;
-                }
                 Ok(true)
             }
             Poll::Ready(Ok(false)) => Err(End::Gone),

@@ -49,6 +49,9 @@ pub struct WsStream<S> {
     /// Encoded frames not yet written, and how much of them was written.
     out: Vec<u8>,
     written: usize,
+    /// Whether `out` holds a frame that must not wait: anything but a text message queued as
+    /// one that may (see [`feed_text`](Self::feed_text)).
+    urgent: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
@@ -60,6 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             carry: Vec::new(),
             out: Vec::new(),
             written: 0,
+            urgent: false,
         }
     }
 
@@ -90,6 +94,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 
     /// Decodes freshly read bytes, carrying an unfinished frame over to the next read.
     fn take(&mut self, fresh: &[u8], into: &mut VecDeque<Incoming>) -> Result<(), ReadError> {
+        let queued = self.out.len();
+        let decoded = self.decode(fresh, into);
+        // A reply (pong, close) answers the peer: it must not wait.
+        self.urgent |= self.out.len() > queued;
+        decoded
+    }
+
+    fn decode(&mut self, fresh: &[u8], into: &mut VecDeque<Incoming>) -> Result<(), ReadError> {
         let replies = &mut self.out;
         if self.carry.is_empty() {
             let used = self
@@ -118,25 +130,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         self.out.reserve(payload + frames * codec::MAX_HEADER);
     }
 
-    /// Queues a text message.
-    pub fn feed_text(&mut self, text: &[u8]) {
+    /// Queues a text message; `urgent` false when it may wait for a later write (a topic
+    /// message the session holds back).
+    pub fn feed_text(&mut self, text: &[u8], urgent: bool) {
         codec::encode(op::TEXT, text, &mut self.out);
+        self.urgent |= urgent;
     }
 
     /// Queues a ping.
     pub fn feed_ping(&mut self) {
         codec::encode(op::PING, &[], &mut self.out);
+        self.urgent = true;
     }
 
     /// Queues a close frame.
     pub fn feed_close(&mut self, code: u16, reason: &str) {
         codec::encode_close(code, reason, &mut self.out);
+        self.urgent = true;
     }
 
-    /// How many bytes of frames are queued and not yet written: a read that makes it grow
-    /// has queued a reply (a pong or a close).
-    pub fn queued(&self) -> usize {
-        self.out.len()
+    /// Whether anything queued must not wait: a frame other than a text message queued as one
+    /// that may, including the replies reading queued.
+    pub fn urgent(&self) -> bool {
+        self.urgent
     }
 
     /// Whether frames are queued (for example a pong answering a ping just read) and not yet
@@ -166,6 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             Poll::Ready(Ok(())) => {
                 self.out = Vec::new();
                 self.written = 0;
+                self.urgent = false;
                 Poll::Ready(Ok(()))
             }
             other => other,
@@ -212,9 +229,10 @@ mod tests {
         assert!(ws.carry.is_empty() && ws.carry.capacity() == 0);
         let mut client = writer.await.unwrap();
         // Writing: queued frames go out in one flush and the buffer is freed.
-        ws.feed_text(b"hi");
+        ws.feed_text(b"hi", false);
+        assert!(ws.wants_flush() && !ws.urgent());
         ws.feed_ping();
-        assert!(ws.wants_flush());
+        assert!(ws.urgent());
         ws.flush().await.unwrap();
         assert_eq!(ws.out.capacity(), 0);
         let mut back = [0u8; 6];
