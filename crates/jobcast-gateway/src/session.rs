@@ -154,7 +154,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.ws.wants_flush() && !self.held(c) {
             match self.ws.poll_flush(c) {
                 Poll::Ready(Ok(())) => {
-                    self.last_flush = now_ms();
+                    if !self.cx.gw.config.topic_flush_interval.is_zero() {
+                        self.last_flush = now_ms();
+                    }
                     progress = true;
                 }
                 Poll::Ready(Err(_)) => return Err(End::Gone),
