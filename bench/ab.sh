@@ -20,8 +20,8 @@ ROUNDS="${3:-6}"
 WORK="${WORK:-/tmp/jobcast-ab}"
 mkdir -p "$WORK"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 calls() {
   curl -fsS -H "authorization: Bearer k" "http://127.0.0.1:$1/metrics" \
     | awk '/^jobcast_job_calls_total/ {s+=$2} END {print s+0}'
@@ -34,10 +34,9 @@ one() {
   data="$WORK/data-$name"
   rm -rf "$data"
   env $env "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" --jwt-secret s --api-key k \
-    --max-connections-per-ip 0 --max-connections-per-user 0 --rate-limit 0 \
-    --max-pending-per-user 0 >"$WORK/$name.log" 2>&1 &
+    "${JOBCAST_LIMITS[@]}" >"$WORK/$name.log" 2>&1 &
   server=$!
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+  wait_http "http://127.0.0.1:$port/healthz"
   "$bin" bench rpc -c 50 -w 10 -d 10s --warmup 2s --users 50 --url "ws://127.0.0.1:$port/ws" \
     --jwt-secret s --json >"$WORK/$name.json" 2>/dev/null &
   client=$!

@@ -49,11 +49,8 @@ mkdir -p "$WORK" "$RUN_DIR"
 : >"$RESULTS"
 
 log() { echo "[compare] $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "no answer from $1"; return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do
@@ -110,7 +107,6 @@ jobcast_bg() {
   PIDS+=("$PID")
 }
 
-JOBCAST_LIMITS=(--max-connections-per-ip 0 --max-connections-per-user 0 --rate-limit 0 --max-pending-per-user 0)
 
 # --- the systems under test -------------------------------------------------------------
 start_reference_jobs() { # Fastify gateway + 1 BullMQ worker + Redis

@@ -8,8 +8,9 @@
 #   bench/fanout-alone.sh jobcast 1000 500 --topic-flush-interval 0ms
 #   COUNT_SENDS=1 bench/fanout-alone.sh bun 10000 30
 #
-# Uses target/release/jobcast as it is (build it first) and the reference that compare.sh
-# installed in $WORK/reference. Env: WORK (default /tmp/jobcast-compare), DURATION (default 8s),
+# Uses target/release/jobcast as it is (build it first; JOBCAST names another binary) and the
+# reference that compare.sh installed in $WORK/reference. Env: WORK (default
+# /tmp/jobcast-compare), DURATION (default 8s),
 # CLIENT_FLAGS (more `bench fanout` flags), COUNT_SENDS=1. Prints one line; the client's JSON
 # line is kept in $WORK/run/fanout-alone.json.
 set -euo pipefail
@@ -19,21 +20,22 @@ SUBS="$2"
 RATE="$3"
 shift 3
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 WORK="${WORK:-/tmp/jobcast-compare}"
 DURATION="${DURATION:-8s}"
-JOBCAST="$ROOT/target/release/jobcast"
+JOBCAST="${JOBCAST:-$ROOT/target/release/jobcast}"
 export RUN_DIR="$WORK/run" JWT_SECRET=dev-secret API_KEY=dev-api-key
 mkdir -p "$RUN_DIR"
 [ -x "$JOBCAST" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 DATA="$WORK/alone-data-$PORT"
 case "$SYSTEM" in
   jobcast)
     "$JOBCAST" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --jwt-secret "$JWT_SECRET" \
-      --api-key "$API_KEY" --max-connections-per-ip 0 --max-connections-per-user 0 \
-      --rate-limit 0 --max-pending-per-user 0 "$@" >"$RUN_DIR/alone-serve-$PORT.log" 2>&1 &
+      --api-key "$API_KEY" "${JOBCAST_LIMITS[@]}" "$@" >"$RUN_DIR/alone-serve-$PORT.log" 2>&1 &
     SERVER=$!
     ;;
   bun)
@@ -50,7 +52,7 @@ stop() {
   rm -rf "$DATA"
 }
 trap stop EXIT
-for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+wait_http "http://127.0.0.1:$PORT/healthz"
 
 OUT="$RUN_DIR/fanout-alone.json"
 # shellcheck disable=SC2086 # CLIENT_FLAGS is a list of flags
@@ -63,7 +65,6 @@ if [ "${COUNT_SENDS:-}" = 1 ]; then
   perf stat -x, -e syscalls:sys_enter_sendto -p "$SERVER" -- sleep 2 2>"$RUN_DIR/alone-perf.txt" &
   PERF=$!
 fi
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 s0=$(ticks "$SERVER"); c0=$(ticks "$CLIENT"); m0=$(head -1 /proc/stat)
 sleep 4
 s1=$(ticks "$SERVER"); c1=$(ticks "$CLIENT"); m1=$(head -1 /proc/stat)
