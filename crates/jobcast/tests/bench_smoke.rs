@@ -1,6 +1,7 @@
 //! `jobcast bench` as a smoke test: each mode runs for about a second against real servers
 //! (embedded and Redis) and must finish every call it sent. Rates and latencies are printed,
 //! never asserted: performance is measured by running the bench, not by tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -43,8 +44,9 @@ async fn rpc_modes(backend: Backend) {
     assert_eq!(v["loop"], "closed");
     check_complete(&v, &err);
 
+    // `--slow 0ms` lists every measured call.
     let open = [
-        "rpc", "-c", "4", "--rate", "200", "-d", "1s", "--warmup", "200ms",
+        "rpc", "-c", "4", "--rate", "200", "-d", "1s", "--warmup", "200ms", "--slow", "0ms",
     ];
     let (code, v, err) = bench(&[&open[..], &common[..]].concat());
     assert_eq!(code, 0, "{err}");
@@ -53,6 +55,34 @@ async fn rpc_modes(backend: Backend) {
     // The open loop sends on its schedule whatever the server does: 200/s for 1.2 s.
     let sent = v["sent"].as_u64().unwrap_or(0);
     assert!((230..=250).contains(&sent), "{v}");
+    let slow: Vec<(f64, f64, usize)> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("slow "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        Some(slow.len() as u64),
+        v["completionMs"]["count"].as_u64(),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{} calls took 0ns or more", slow.len())),
+        "{err}"
+    );
+    // In due order, inside the measured second, from the four connections.
+    assert!(slow.windows(2).all(|w| w[0].0 <= w[1].0), "{err}");
+    assert!(
+        slow.iter()
+            .all(|&(due, took, conn)| (0.0..1000.0).contains(&due) && took > 0.0 && conn < 4),
+        "{err}"
+    );
 }
 
 #[tokio::test]

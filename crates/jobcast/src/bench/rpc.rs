@@ -61,6 +61,11 @@ pub struct RpcArgs {
     /// Print only the JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Also list every measured call whose completion took at least this long, with when it
+    /// was due (ms from the measured window's start) and its connection, to standard error:
+    /// to see whether a tail comes in bursts, and how often.
+    #[arg(long, value_parser = parse_duration)]
+    pub slow: Option<Duration>,
 }
 
 /// When each phase begins, shared by every connection.
@@ -71,6 +76,8 @@ struct Plan {
     stop: Instant,
     give_up: Instant,
     inflight: usize,
+    /// `--slow`: the completion time from which a call is listed.
+    slow: Option<Duration>,
 }
 
 struct Pending {
@@ -89,6 +96,8 @@ struct Tally {
     errors: BTreeMap<i64, u64>,
     lost: u64,
     disconnected: bool,
+    /// `--slow`: the slow calls, as (due, completion time, connection).
+    slow: Vec<(Duration, Duration, usize)>,
 }
 
 impl Tally {
@@ -101,6 +110,7 @@ impl Tally {
             errors: BTreeMap::new(),
             lost: 0,
             disconnected: false,
+            slow: Vec::new(),
         }
     }
 
@@ -115,6 +125,7 @@ impl Tally {
         }
         self.lost += o.lost;
         self.disconnected |= o.disconnected;
+        self.slow.extend(o.slow);
     }
 }
 
@@ -178,13 +189,14 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
     let give_up = stop + args.drain;
     let mut running = tokio::task::JoinSet::new();
     let mut ticks = Vec::new();
-    for (_, ws) in conns {
+    for (i, ws) in conns {
         let plan = Plan {
             start,
             measure_from,
             stop,
             give_up,
             inflight: args.inflight,
+            slow: args.slow,
         };
         // Open loop: the pacer says when to send (and for which scheduled time).
         let due = args.rate.map(|_| {
@@ -193,7 +205,7 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
             rx
         });
         let prefix = format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{params},"id":"#);
-        running.spawn(drive(ws, plan, prefix, due));
+        running.spawn(drive(ws, i, plan, prefix, due));
     }
     if let Some(rate) = args.rate {
         pace(rate, start, stop, ticks);
@@ -201,6 +213,20 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
     let mut total = Tally::new();
     while let Some(t) = running.join_next().await {
         total.merge(t?);
+    }
+    if let Some(threshold) = args.slow {
+        total.slow.sort();
+        eprintln!(
+            "{} calls took {threshold:?} or more (due ms from the measured start, completion ms, connection):",
+            total.slow.len()
+        );
+        for (due, took, conn) in &total.slow {
+            eprintln!(
+                "slow {:.3} {:.3} {conn}",
+                due.as_secs_f64() * 1e3,
+                took.as_secs_f64() * 1e3
+            );
+        }
     }
 
     let secs = args.duration.as_secs_f64();
@@ -296,6 +322,8 @@ fn pace(
 /// One connection's calls in flight and what it saw.
 struct Calls {
     plan: Plan,
+    /// Which connection (for `--slow`).
+    index: usize,
     open: bool,
     pending: HashMap<u64, Pending>,
     next_id: u64,
@@ -340,7 +368,13 @@ impl Calls {
                     return false;
                 };
                 if p.at >= plan.measure_from {
-                    let _ = self.t.done.record(report::micros(now - p.at));
+                    let took = now - p.at;
+                    let _ = self.t.done.record(report::micros(took));
+                    if plan.slow.is_some_and(|s| took >= s) {
+                        self.t
+                            .slow
+                            .push((p.at - plan.measure_from, took, self.index));
+                    }
                 }
                 match frame.error {
                     Some(e) => *self.t.errors.entry(e.code).or_default() += 1,
@@ -367,12 +401,14 @@ enum Woke {
 /// one write, not one system call each (the client's sends were most of its CPU time).
 async fn drive(
     mut ws: conn::Ws,
+    index: usize,
     plan: Plan,
     prefix: String,
     mut due: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
 ) -> Tally {
     let mut calls = Calls {
         plan,
+        index,
         open: due.is_some(),
         pending: HashMap::new(),
         next_id: 0,
