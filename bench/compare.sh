@@ -20,6 +20,10 @@
 # connections on and the run collapsed. It reports drops and the gateways' total resident
 # memory. It runs once, after the rounds.
 #
+# Before the rounds and after them, `jobcast bench intrinsic` measures for 10 s how late the
+# machine itself wakes a sleeping thread, with nothing else running: the floor under every
+# latency tail of the run (docs/decisions.md, session 13).
+#
 # Needs: cargo, redis-server (apt-get install -y redis-server), node/npm (for the reference's
 # npm install, which also brings Bun), python3, curl.
 set -euo pipefail
@@ -72,7 +76,7 @@ bench() {
   log "$label / $system / round $round: jobcast bench $*"
   local out err="$RUN_DIR/bench-$label-$system-$round.err"
   # Each run's warnings (a failed connect says why) are kept beside the servers' logs.
-  out=$("$JOBCAST" bench "$@" --json --jwt-secret "$SECRET" 2>"$err" | tail -n 1) || true
+  out=$("$JOBCAST" bench "$@" --json 2>"$err" | tail -n 1) || true
   if [ -z "$out" ]; then out='{"error":"no result"}'; cat "$err" >&2; fi
   python3 - "$label" "$system" "$round" "$out" >>"$RESULTS" <<'PY'
 import json, sys
@@ -155,6 +159,7 @@ ulimit -n 20000 2>/dev/null || true
 RPC_CLOSED=(rpc -c 50 -w 10 -d "$DURATION" --warmup 2s --users 50)
 RPC_OPEN=(rpc -c 50 --rate 2000 -d "$DURATION" --warmup 2s --users 50)
 
+bench intrinsic machine 1 intrinsic -d 10s
 for round in $(seq 1 "$ROUNDS"); do
   if [[ " $ONLY " == *" jobs "* ]]; then
     for system in reference jobcast-redis jobcast-embedded; do
@@ -188,6 +193,8 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   fi
 done
+
+bench intrinsic machine 2 intrinsic -d 10s
 
 if [[ " $ONLY " == *" scale "* ]]; then
   start_redis

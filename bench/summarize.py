@@ -105,12 +105,29 @@ def main():
         print("| --- | --- | --- | --- | --- |")
         print("\n".join(scale_rows))
 
+    machine = runs.get(("intrinsic", "machine"), [])
+    if machine:
+        print()
+        print("The machine's own latency floor (`jobcast bench intrinsic`, no server: how late a "
+              "thread sleeping 200 µs woke), before and after the rounds:")
+        print()
+        print("| when | p99 late (ms) | p99.9 late (ms) | max (ms) | stalls ≥ 1 ms | ≥ 2 ms | ≥ 4 ms | over |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for v in machine:
+            when = "before" if v["round"] == 1 else "after"
+            stalls = v.get("stallsFrom", {})
+            print(f"| {when} | {fmt(get(v, 'lateMs.p99'))} | {fmt(get(v, 'lateMs.p999'))} | "
+                  f"{fmt(get(v, 'lateMs.max'))} | {fmt(stalls.get('1ms'))} | {fmt(stalls.get('2ms'))} | "
+                  f"{fmt(stalls.get('4ms'))} | {fmt(v.get('durationS'))} s |")
+
     print()
     print("Losses and errors (every run):")
     print()
     print("| load | system | round | lost | errors | dropped/failed |")
     print("| --- | --- | ---: | ---: | --- | --- |")
     for (load, system), vs in sorted(runs.items()):
+        if load == "intrinsic":
+            continue
         for v in vs:
             errors = v.get("errors") or v.get("publishFailed") or v.get("error") or ""
             dropped = v.get("droppedConnections", v.get("dropped", ""))

@@ -1,9 +1,9 @@
-//! Durations as people write them, for flags and query parameters: `500ms`, `10s`, `30m`,
-//! `24h`, `7d`; a bare number is seconds.
+//! Durations as people write them, for flags and query parameters: `200us`, `500ms`, `10s`,
+//! `30m`, `24h`, `7d`; a bare number is seconds.
 
 use std::time::Duration;
 
-/// Parses `500ms`, `10s`, `30m`, `24h`, `7d` (a bare number is seconds).
+/// Parses `200us`, `500ms`, `10s`, `30m`, `24h`, `7d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -11,16 +11,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("bad duration {s:?} (use e.g. 500ms, 10s, 30m, 24h, 7d)"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h, d)")),
+    let unit_us: u64 = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "" | "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return Err(format!("bad duration unit in {s:?} (us, ms, s, m, h, d)")),
     };
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
+    n.checked_mul(unit_us)
+        .map(Duration::from_micros)
         .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
@@ -30,6 +31,7 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration("200us"), Ok(Duration::from_micros(200)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration(" 24h "), Ok(Duration::from_secs(86_400)));

@@ -204,3 +204,28 @@ async fn bench_idle_over_two_processes() {
     assert_eq!(v["dropped"], 0, "{v}");
     assert!(v["bytesPerConnection"].is_number(), "{v}");
 }
+
+#[test]
+fn bench_intrinsic_measures_the_machine() {
+    let (code, v, err) = bench(&["intrinsic", "-d", "300ms", "--tick", "1ms"]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{v}");
+    assert_eq!(v["mode"], "intrinsic");
+    // Each wake-up is recorded once; no sleep of 1 ms can happen more than 300 times in 300 ms.
+    let wakeups = v["wakeups"].as_u64().unwrap_or(0);
+    assert!((1..=300).contains(&wakeups), "{v}");
+    assert_eq!(v["lateMs"]["count"], wakeups, "{v}");
+    // Stalls counted from 1, 2 and 4 ms: each count includes the next.
+    let stalls: Vec<u64> = ["1ms", "2ms", "4ms"]
+        .iter()
+        .map(|k| v["stallsFrom"][k].as_u64().unwrap())
+        .collect();
+    assert!(
+        stalls[0] >= stalls[1] && stalls[1] >= stalls[2] && stalls[0] <= wakeups,
+        "{v}"
+    );
+
+    let (code, _, err) = jobcast(&["bench", "intrinsic", "--tick", "0ms"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tick must be more than 0"), "{err}");
+}

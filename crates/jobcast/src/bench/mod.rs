@@ -7,10 +7,13 @@
 //!   memory per connection of the server's processes.
 //! - `fanout`: S subscribers on a topic and a publisher at R messages/s over HTTP; delivery
 //!   latency, deliveries/s, losses.
+//! - `intrinsic`: no server; how late the machine wakes a sleeping thread, the floor under
+//!   every latency tail measured on it.
 
 mod conn;
 mod fanout;
 mod idle;
+mod intrinsic;
 mod report;
 mod rpc;
 
@@ -35,6 +38,8 @@ pub enum Mode {
     Idle(idle::IdleArgs),
     /// Topic fan-out: delivery latency percentiles, deliveries/s, losses.
     Fanout(fanout::FanoutArgs),
+    /// No server: how late this machine wakes a sleeping thread (its own latency floor).
+    Intrinsic(intrinsic::IntrinsicArgs),
 }
 
 /// How to reach and authenticate to the server under test (shared by every mode).
@@ -76,5 +81,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         Mode::Rpc(a) => rpc::run(a).await,
         Mode::Idle(a) => idle::run(a).await,
         Mode::Fanout(a) => fanout::run(a).await,
+        Mode::Intrinsic(a) => intrinsic::run(a).await,
     }
 }
