@@ -109,7 +109,7 @@ def main():
     if machine:
         print()
         print("The machine's own latency floor (`jobcast bench intrinsic`, no server: how late a "
-              "thread sleeping 200 µs woke), before and after the rounds:")
+              f"thread sleeping {fmt(machine[0].get('tickUs'))} µs woke), before and after the rounds:")
         print()
         print("| when | p99 late (ms) | p99.9 late (ms) | max (ms) | stalls ≥ 1 ms | ≥ 2 ms | ≥ 4 ms | over |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
