@@ -43,6 +43,8 @@ async fn rpc_modes(backend: Backend) {
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["loop"], "closed");
     check_complete(&v, &err);
+    // Only the open loop has a pacer.
+    assert!(v["paceLateMs"].is_null(), "{v}");
 
     // `--slow 0ms` lists every measured call.
     let open = [
@@ -55,6 +57,9 @@ async fn rpc_modes(backend: Backend) {
     // The open loop sends on its schedule whatever the server does: 200/s for 1.2 s.
     let sent = v["sent"].as_u64().unwrap_or(0);
     assert!((230..=250).contains(&sent), "{v}");
+    // The pacer timed each send of the measured second.
+    let paced = v["paceLateMs"]["count"].as_u64().unwrap_or(0);
+    assert!((195..=205).contains(&paced), "{v}");
     let slow: Vec<(f64, f64, usize)> = err
         .lines()
         .filter_map(|l| l.strip_prefix("slow "))

@@ -8,7 +8,8 @@
 //!
 //! Ack latency is to `job.accepted`; completion latency is to the final response. Calls sent
 //! during the warm-up are run but not measured. A call with no final response `--drain` after
-//! the run is counted lost.
+//! the run is counted lost. The open loop also reports how late its own clock handed each send
+//! over (`paceLateMs`): that part of a latency is the client's, not the server's.
 
 use super::{Target, conn, report};
 use crate::settings::parse_duration;
@@ -207,13 +208,21 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
         let prefix = format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{params},"id":"#);
         running.spawn(drive(ws, i, plan, prefix, due));
     }
-    if let Some(rate) = args.rate {
-        pace(rate, start, stop, ticks);
-    }
+    let pacer = args
+        .rate
+        .map(|rate| pace(rate, start, measure_from, stop, ticks));
     let mut total = Tally::new();
     while let Some(t) = running.join_next().await {
         total.merge(t?);
     }
+    let pace_late = match pacer {
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || p.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the open loop's pacer panicked"))?,
+        ),
+        None => None,
+    };
     if let Some(threshold) = args.slow {
         total.slow.sort();
         eprintln!(
@@ -247,6 +256,7 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
         "disconnected": total.disconnected,
         "ackMs": report::percentiles(&total.ack),
         "completionMs": report::percentiles(&total.done),
+        "paceLateMs": pace_late.as_ref().map(report::percentiles),
     });
     if !args.json {
         let shape = match args.rate {
@@ -282,6 +292,10 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
         );
         println!("{}", report::line("ack", &total.ack));
         println!("{}", report::line("completion", &total.done));
+        if let Some(late) = &pace_late {
+            // The client's own part of every latency above.
+            println!("{}", report::line("pacer late", late));
+        }
     }
     println!("{summary}");
     Ok(if total.lost > 0 || total.disconnected {
@@ -295,15 +309,19 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
 /// second in all, from `start` to `stop`) and hands its time to the connections in turn.
 /// Tokio's timers fire on a 1 ms wheel, so a send scheduled with them goes out up to a
 /// millisecond late, and that lateness (the client's, not the server's) would be counted in
-/// every latency; `thread::sleep` wakes within tens of microseconds.
+/// every latency; `thread::sleep` wakes within tens of microseconds, unless the machine keeps
+/// the thread from running. Returns how late it handed over each send of the measured window
+/// (from `measure_from`): that part of a call's latency is the client's.
 fn pace(
     rate: f64,
     start: Instant,
+    measure_from: Instant,
     stop: Instant,
     ticks: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
-) {
+) -> std::thread::JoinHandle<Histogram<u64>> {
     let period = Duration::from_secs_f64(1.0 / rate);
     std::thread::spawn(move || {
+        let mut late = report::histogram();
         let mut at = start;
         let mut k = 0usize;
         while at < stop && !ticks.is_empty() {
@@ -311,12 +329,16 @@ fn pace(
             if at > now {
                 std::thread::sleep(at - now);
             }
+            if at >= measure_from {
+                let _ = late.record(report::micros(at.elapsed()));
+            }
             // A connection that ended has dropped its receiver; the others go on.
             let _ = ticks[k % ticks.len()].send(at);
             k += 1;
             at += period;
         }
-    });
+        late
+    })
 }
 
 /// One connection's calls in flight and what it saw.
