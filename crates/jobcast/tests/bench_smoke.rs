@@ -168,6 +168,8 @@ async fn fanout_mode(backend: Backend) {
     // more or less where a due time falls on the warm-up's end).
     let timed = v["publishMs"]["count"].as_u64().unwrap_or(0);
     assert!((99..=101).contains(&timed), "{v}");
+    // The clock handed each of them over once.
+    assert_eq!(v["paceLateMs"]["count"], timed, "{v}");
 }
 
 #[tokio::test]

@@ -8,9 +8,11 @@
 //!
 //! The publishes are timed too (due time → the server's answer): the part of the delivery
 //! latency spent before the server has taken the message, which for a server that writes to
-//! every subscriber before it answers includes that whole pass.
+//! every subscriber before it answers includes that whole pass. The publishers take each
+//! message when due from the open loops' clock (`pace`), which also reports how late it
+//! handed them over: that part of both latencies is the client's.
 
-use super::{Target, conn, report};
+use super::{Target, conn, pace, report};
 use crate::http_client::HttpConn;
 use crate::settings::parse_duration;
 use anyhow::Context;
@@ -27,7 +29,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_websockets::Message;
 
 /// Flags of `jobcast bench fanout`.
@@ -212,8 +214,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     let start = base + Duration::from_millis(100);
     let measure_from = start + args.warmup;
     let stop = measure_from + args.duration;
-    let period = Duration::from_secs_f64(1.0 / args.rate);
-    let total = ((stop - start).as_secs_f64() * args.rate).floor() as u64;
+    let schedule = pace::Schedule::until(start, stop, args.rate);
+    let total = schedule.count;
     let shared = Arc::new(Shared {
         base,
         measure_from_us: u64::try_from((measure_from - base).as_micros()).unwrap_or(u64::MAX),
@@ -228,23 +230,22 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         receiving.spawn(receive(ws, shared.clone(), i % 64));
     }
 
-    // Publish on a fixed schedule: message n is due at start + n / rate.
+    // Publish on a fixed schedule: message n is due at start + n / rate. The clock hands each
+    // message, when due, to whichever publisher is free first (they wait in turn on one queue).
     let pad = "x".repeat(args.payload_bytes);
-    let next = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let queue = Arc::new(tokio::sync::Mutex::new(rx));
     let failed = Arc::new(AtomicU64::new(0));
     let mut publishing = tokio::task::JoinSet::new();
     for _ in 0..args.publishers.max(1) {
         let mut http = HttpConn::new(&http_base)?;
-        let (next, failed, shared) = (next.clone(), failed.clone(), shared.clone());
+        let (queue, failed, shared) = (queue.clone(), failed.clone(), shared.clone());
         let (key, topic, pad) = (args.api_key.clone(), args.topic.clone(), pad.clone());
         publishing.spawn(async move {
             loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= total {
+                let Some(pace::Tick { n, at: due }) = queue.lock().await.recv().await else {
                     return;
-                }
-                let due = start + period.mul_f64(n as f64);
-                sleep_until(due).await;
+                };
                 let t = u64::try_from((due - shared.base).as_micros()).unwrap_or(u64::MAX);
                 let body = json!({"topic": topic, "data": {"seq": n, "t": t, "pad": pad}});
                 match http
@@ -270,9 +271,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
             }
         });
     }
+    let clock = pace::start(schedule, measure_from, vec![tx]);
     while let Some(r) = publishing.join_next().await {
         r?;
     }
+    let pace_late = pace::finish(clock).await?;
     let publish_end = Instant::now();
     // A subscriber ends by itself once it has every message; past the drain, the ones still
     // waiting are missing some and are stopped.
@@ -310,8 +313,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     // differ by that one event's timing (docs/decisions.md, session 9).
     let secs = (stop - start).as_secs_f64();
     let last_due_us =
-        u64::try_from((start + period.mul_f64(total.saturating_sub(1) as f64) - base).as_micros())
-            .unwrap_or(0);
+        u64::try_from((schedule.at(total.saturating_sub(1)) - base).as_micros()).unwrap_or(0);
     let last_delivery_ms = last_us.saturating_sub(last_due_us) as f64 / 1000.0;
     let dropped = shared.dropped.load(Ordering::SeqCst);
     let summary = json!({
@@ -333,6 +335,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         "droppedConnections": dropped,
         "latencyMs": report::percentiles(&latency),
         "publishMs": report::percentiles(&shared.publish.lock()),
+        "paceLateMs": report::percentiles(&pace_late),
     });
     if !args.json {
         println!(
@@ -346,6 +349,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
         );
         println!("{}", report::line("delivery", &latency));
         println!("{}", report::line("publish", &shared.publish.lock()));
+        // The client's own part of both latencies above.
+        println!("{}", report::line("pacer late", &pace_late));
     }
     println!("{summary}");
     Ok(

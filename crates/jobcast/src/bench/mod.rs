@@ -14,6 +14,7 @@ mod conn;
 mod fanout;
 mod idle;
 mod intrinsic;
+mod pace;
 mod report;
 mod rpc;
 

@@ -11,7 +11,7 @@
 //! the run is counted lost. The open loop also reports how late its own clock handed each send
 //! over (`paceLateMs`): that part of a latency is the client's, not the server's.
 
-use super::{Target, conn, report};
+use super::{Target, conn, pace, report};
 use crate::settings::parse_duration;
 use anyhow::Context;
 use clap::Args;
@@ -208,19 +208,19 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
         let prefix = format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{params},"id":"#);
         running.spawn(drive(ws, i, plan, prefix, due));
     }
-    let pacer = args
-        .rate
-        .map(|rate| pace(rate, start, measure_from, stop, ticks));
+    let clock = args.rate.map(|rate| {
+        pace::start(
+            pace::Schedule::until(start, stop, rate),
+            measure_from,
+            ticks,
+        )
+    });
     let mut total = Tally::new();
     while let Some(t) = running.join_next().await {
         total.merge(t?);
     }
-    let pace_late = match pacer {
-        Some(p) => Some(
-            tokio::task::spawn_blocking(move || p.join())
-                .await?
-                .map_err(|_| anyhow::anyhow!("the open loop's pacer panicked"))?,
-        ),
+    let pace_late = match clock {
+        Some(c) => Some(pace::finish(c).await?),
         None => None,
     };
     if let Some(threshold) = args.slow {
@@ -302,42 +302,6 @@ pub async fn run(args: RpcArgs) -> anyhow::Result<u8> {
         1
     } else {
         0
-    })
-}
-
-/// The open loop's clock: one OS thread that sleeps until each scheduled send (`rate` per
-/// second in all, from `start` to `stop`) and hands its time to the connections in turn.
-/// Tokio's timers fire on a 1 ms wheel, so a send scheduled with them goes out up to a
-/// millisecond late, and that lateness (the client's, not the server's) would be counted in
-/// every latency; `thread::sleep` wakes within tens of microseconds, unless the machine keeps
-/// the thread from running. Returns how late it handed over each send of the measured window
-/// (from `measure_from`): that part of a call's latency is the client's.
-fn pace(
-    rate: f64,
-    start: Instant,
-    measure_from: Instant,
-    stop: Instant,
-    ticks: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
-) -> std::thread::JoinHandle<Histogram<u64>> {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    std::thread::spawn(move || {
-        let mut late = report::histogram();
-        let mut at = start;
-        let mut k = 0usize;
-        while at < stop && !ticks.is_empty() {
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            if at >= measure_from {
-                let _ = late.record(report::micros(at.elapsed()));
-            }
-            // A connection that ended has dropped its receiver; the others go on.
-            let _ = ticks[k % ticks.len()].send(at);
-            k += 1;
-            at += period;
-        }
-        late
     })
 }
 
@@ -426,7 +390,7 @@ async fn drive(
     index: usize,
     plan: Plan,
     prefix: String,
-    mut due: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
+    mut due: Option<tokio::sync::mpsc::UnboundedReceiver<pace::Tick>>,
 ) -> Tally {
     let mut calls = Calls {
         plan,
@@ -466,7 +430,7 @@ async fn drive(
         let woke = tokio::select! {
             biased;
             m = ws.next() => Woke::Frame(m),
-            at = async { due.as_mut()?.recv().await }, if due.is_some() => Woke::Due(at),
+            tick = async { due.as_mut()?.recv().await }, if due.is_some() => Woke::Due(tick.map(|t| t.at)),
             _ = &mut give_up => Woke::GiveUp,
         };
         let mut frame = match woke {
