@@ -1,16 +1,26 @@
 //! The gateway's view of which methods live workers serve, refreshed from the queue's method
 //! registry, with each params JSON Schema compiled once.
+//!
+//! A call is checked against the list in hand. Once that list is older than [`FRESH`], the
+//! call that notices starts one refresh in the background and goes on with it: no call waits
+//! for a refresh, and calls arriving meanwhile start none of their own. Only the first list,
+//! and a method the list does not have (a worker may have just started), are fetched while
+//! the call waits.
 
+use futures_util::future::BoxFuture;
 use jobcast_core::{JobQueue, MethodInfo};
 use parking_lot::RwLock;
 use serde_json::Value;
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-/// How long a fetched method list is trusted.
+/// How long a fetched method list is used before it is refreshed (in the background).
 const FRESH: Duration = Duration::from_millis(1000);
 /// Unknown methods trigger a refresh at most this often.
 const MISS_REFRESH: Duration = Duration::from_millis(100);
@@ -37,24 +47,70 @@ pub enum Check {
     Unavailable,
 }
 
+/// Reads the method list from the queue.
+type Fetch =
+    Arc<dyn Fn() -> BoxFuture<'static, jobcast_core::Result<Vec<MethodInfo>>> + Send + Sync>;
+
 /// Cached method registry.
 pub struct Registry {
-    queue: Arc<dyn JobQueue>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fetch: Fetch,
+    /// How long a list is used before a refresh ([`FRESH`], but for tests).
+    fresh: Duration,
     cache: RwLock<Cache>,
+    /// A background refresh is running.
+    refreshing: AtomicBool,
 }
 
 impl Registry {
     /// A registry reading from `queue`.
     pub fn new(queue: Arc<dyn JobQueue>) -> Self {
+        Self::with_fetch(
+            Arc::new(move || {
+                let queue = queue.clone();
+                Box::pin(async move { queue.methods().await })
+            }),
+            FRESH,
+        )
+    }
+
+    fn with_fetch(fetch: Fetch, fresh: Duration) -> Self {
         Self {
-            queue,
-            cache: RwLock::new(Cache {
-                fetched: None,
-                methods: HashMap::new(),
+            inner: Arc::new(Inner {
+                fetch,
+                fresh,
+                cache: RwLock::new(Cache {
+                    fetched: None,
+                    methods: HashMap::new(),
+                }),
+                refreshing: AtomicBool::new(false),
             }),
         }
     }
 
+    /// Starts a refresh in the background when the list in hand is older than the freshness
+    /// and none is running; fetches the first list while the caller waits. False when that
+    /// fetch failed.
+    async fn keep_fresh(&self) -> bool {
+        let inner = &self.inner;
+        let Some(fetched) = inner.cache.read().fetched else {
+            return inner.refresh(Duration::ZERO).await;
+        };
+        if fetched.elapsed() >= inner.fresh && !inner.refreshing.swap(true, Ordering::AcqRel) {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                inner.refresh(Duration::ZERO).await;
+                inner.refreshing.store(false, Ordering::Release);
+            });
+        }
+        true
+    }
+}
+
+impl Inner {
     /// Refetches the list when it is older than `max_age`; false when the fetch failed.
     async fn refresh(&self, max_age: Duration) -> bool {
         if self
@@ -65,7 +121,7 @@ impl Registry {
         {
             return true;
         }
-        match self.queue.methods().await {
+        match (self.fetch)().await {
             Ok(list) => {
                 // The list in use stays readable until the new one replaces it: calls checked
                 // meanwhile must not see an empty registry (they would get -32601).
@@ -93,19 +149,22 @@ impl Registry {
             }
         }
     }
+}
 
+impl Registry {
     /// Whether `method` was served when the list was last fetched (no fetch).
     pub fn serves(&self, method: &str) -> bool {
-        self.cache.read().methods.contains_key(method)
+        self.inner.cache.read().methods.contains_key(method)
     }
 
     /// Checks that `method` is served and `params` (raw JSON) fit its schema.
     pub async fn check(&self, method: &str, params: &str) -> Check {
-        let mut reachable = self.refresh(FRESH).await;
-        let mut entry = self.cache.read().methods.get(method).cloned();
+        let inner = &self.inner;
+        let mut reachable = self.keep_fresh().await;
+        let mut entry = inner.cache.read().methods.get(method).cloned();
         if entry.is_none() && reachable {
-            reachable = self.refresh(MISS_REFRESH).await;
-            entry = self.cache.read().methods.get(method).cloned();
+            reachable = inner.refresh(MISS_REFRESH).await;
+            entry = inner.cache.read().methods.get(method).cloned();
         }
         let Some(entry) = entry else {
             return if reachable {
@@ -134,11 +193,13 @@ impl Registry {
         }
     }
 
-    /// The methods live workers serve.
+    /// The methods live workers serve (a list older than the freshness is fetched again
+    /// first: this is an explicit question).
     pub async fn list(&self) -> Vec<MethodInfo> {
         // On a failed refresh the last list known is the best answer there is.
-        let _ = self.refresh(FRESH).await;
+        let _ = self.inner.refresh(self.inner.fresh).await;
         let mut v: Vec<MethodInfo> = self
+            .inner
             .cache
             .read()
             .methods
@@ -193,7 +254,7 @@ mod tests {
             let reg = reg.clone();
             tokio::spawn(async move {
                 for _ in 0..2000 {
-                    reg.refresh(Duration::ZERO).await;
+                    reg.inner.refresh(Duration::ZERO).await;
                 }
             })
         };
@@ -204,5 +265,36 @@ mod tests {
             }
         }
         assert_eq!(missed, 0, "served method reported missing during refreshes");
+    }
+
+    /// A list past its freshness is refreshed in the background, once at a time: checks go on
+    /// with the list in hand while the refresh has not answered (here it never does).
+    #[tokio::test]
+    async fn checks_never_wait_for_a_refresh() {
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fetch: Fetch = {
+            let fetches = fetches.clone();
+            Arc::new(move || {
+                if fetches.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let list = vec![MethodInfo {
+                        name: "m".into(),
+                        params_schema: None,
+                    }];
+                    Box::pin(async move { Ok(list) })
+                } else {
+                    Box::pin(std::future::pending())
+                }
+            })
+        };
+        // Every list is stale as soon as it is fetched.
+        let reg = Registry::with_fetch(fetch, Duration::ZERO);
+        for _ in 0..100 {
+            let check = tokio::time::timeout(Duration::from_secs(5), reg.check("m", "{}"));
+            assert!(matches!(check.await, Ok(Check::Ok)), "a check waited");
+            tokio::task::yield_now().await;
+        }
+        // The first list, then one refresh, still running.
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert!(reg.serves("m"));
     }
 }
