@@ -96,7 +96,9 @@ impl Registry {
     /// fetch failed.
     async fn keep_fresh(&self) -> bool {
         let inner = &self.inner;
-        let Some(fetched) = inner.cache.read().fetched else {
+        // Read apart, so the lock is not held while fetching (which takes it to write).
+        let fetched = inner.cache.read().fetched;
+        let Some(fetched) = fetched else {
             return inner.refresh(Duration::ZERO).await;
         };
         if fetched.elapsed() >= inner.fresh && !inner.refreshing.swap(true, Ordering::AcqRel) {
