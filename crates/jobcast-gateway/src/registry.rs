@@ -91,16 +91,10 @@ impl Registry {
         }
     }
 
-    /// Starts a refresh in the background when the list in hand is older than the freshness
-    /// and none is running; fetches the first list while the caller waits. False when that
-    /// fetch failed.
-    async fn keep_fresh(&self) -> bool {
+    /// Starts a refresh in the background when the list fetched at `fetched` is older than
+    /// the freshness and none is running.
+    fn refresh_if_stale(&self, fetched: Instant) {
         let inner = &self.inner;
-        // Read apart, so the lock is not held while fetching (which takes it to write).
-        let fetched = inner.cache.read().fetched;
-        let Some(fetched) = fetched else {
-            return inner.refresh(Duration::ZERO).await;
-        };
         if fetched.elapsed() >= inner.fresh && !inner.refreshing.swap(true, Ordering::AcqRel) {
             let inner = inner.clone();
             tokio::spawn(async move {
@@ -108,7 +102,6 @@ impl Registry {
                 inner.refreshing.store(false, Ordering::Release);
             });
         }
-        true
     }
 }
 
@@ -162,7 +155,16 @@ impl Registry {
     /// Checks that `method` is served and `params` (raw JSON) fit its schema.
     pub async fn check(&self, method: &str, params: &str) -> Check {
         let inner = &self.inner;
-        let mut reachable = self.keep_fresh().await;
+        // Read apart, so the lock is not held while fetching (which takes it to write).
+        let fetched = inner.cache.read().fetched;
+        let mut reachable = match fetched {
+            // The first list is fetched while the call waits.
+            None => inner.refresh(Duration::ZERO).await,
+            Some(at) => {
+                self.refresh_if_stale(at);
+                true
+            }
+        };
         let mut entry = inner.cache.read().methods.get(method).cloned();
         if entry.is_none() && reachable {
             reachable = inner.refresh(MISS_REFRESH).await;
