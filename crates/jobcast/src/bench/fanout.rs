@@ -218,7 +218,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     let total = schedule.count;
     let shared = Arc::new(Shared {
         base,
-        measure_from_us: u64::try_from((measure_from - base).as_micros()).unwrap_or(u64::MAX),
+        measure_from_us: report::whole_micros(measure_from - base),
         total,
         published: AtomicU64::new(0),
         shards: Shards::new(64),
@@ -246,7 +246,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
                 let Some(pace::Tick { n, at: due }) = queue.lock().await.recv().await else {
                     return;
                 };
-                let t = u64::try_from((due - shared.base).as_micros()).unwrap_or(u64::MAX);
+                let t = report::whole_micros(due - shared.base);
                 let body = json!({"topic": topic, "data": {"seq": n, "t": t, "pad": pad}});
                 match http
                     .request("POST", "/v1/publish", &key, &body.to_string())
@@ -312,8 +312,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<u8> {
     // one event (the publisher's last answer, or the last delivery) made two lossless runs
     // differ by that one event's timing (docs/decisions.md, session 9).
     let secs = (stop - start).as_secs_f64();
-    let last_due_us =
-        u64::try_from((schedule.at(total.saturating_sub(1)) - base).as_micros()).unwrap_or(0);
+    let last_due_us = report::whole_micros(schedule.at(total.saturating_sub(1)) - base);
     let last_delivery_ms = last_us.saturating_sub(last_due_us) as f64 / 1000.0;
     let dropped = shared.dropped.load(Ordering::SeqCst);
     let summary = json!({
@@ -402,7 +401,7 @@ async fn receive(mut ws: conn::Ws, shared: Arc<Shared>, shard: usize) -> Option<
         seen[word] |= 1 << bit;
         got += 1;
         s.delivered += 1;
-        let now = u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = report::whole_micros(shared.base.elapsed());
         s.last_us = s.last_us.max(now);
         if t >= shared.measure_from_us {
             let _ = s.latency.record(now.saturating_sub(t).max(1));

@@ -9,9 +9,14 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
 }
 
+/// A duration in whole microseconds.
+pub fn whole_micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A duration in whole microseconds, at least 1 (what the histograms record).
 pub fn micros(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    whole_micros(d).max(1)
 }
 
 /// Percentiles in milliseconds: `{"p50","p90","p99","p999","max","count"}`.
