@@ -65,46 +65,6 @@ struct Inner {
     refreshing: AtomicBool,
 }
 
-impl Registry {
-    /// A registry reading from `queue`.
-    pub fn new(queue: Arc<dyn JobQueue>) -> Self {
-        Self::with_fetch(
-            Arc::new(move || {
-                let queue = queue.clone();
-                Box::pin(async move { queue.methods().await })
-            }),
-            FRESH,
-        )
-    }
-
-    fn with_fetch(fetch: Fetch, fresh: Duration) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                fetch,
-                fresh,
-                cache: RwLock::new(Cache {
-                    fetched: None,
-                    methods: HashMap::new(),
-                }),
-                refreshing: AtomicBool::new(false),
-            }),
-        }
-    }
-
-    /// Starts a refresh in the background when the list fetched at `fetched` is older than
-    /// the freshness and none is running.
-    fn refresh_if_stale(&self, fetched: Instant) {
-        let inner = &self.inner;
-        if fetched.elapsed() >= inner.fresh && !inner.refreshing.swap(true, Ordering::AcqRel) {
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                inner.refresh(Duration::ZERO).await;
-                inner.refreshing.store(false, Ordering::Release);
-            });
-        }
-    }
-}
-
 impl Inner {
     /// Refetches the list when it is older than `max_age`; false when the fetch failed.
     async fn refresh(&self, max_age: Duration) -> bool {
@@ -147,6 +107,44 @@ impl Inner {
 }
 
 impl Registry {
+    /// A registry reading from `queue`.
+    pub fn new(queue: Arc<dyn JobQueue>) -> Self {
+        Self::with_fetch(
+            Arc::new(move || {
+                let queue = queue.clone();
+                Box::pin(async move { queue.methods().await })
+            }),
+            FRESH,
+        )
+    }
+
+    fn with_fetch(fetch: Fetch, fresh: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                fetch,
+                fresh,
+                cache: RwLock::new(Cache {
+                    fetched: None,
+                    methods: HashMap::new(),
+                }),
+                refreshing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Starts a refresh in the background when the list fetched at `fetched` is older than
+    /// the freshness and none is running.
+    fn refresh_if_stale(&self, fetched: Instant) {
+        let inner = &self.inner;
+        if fetched.elapsed() >= inner.fresh && !inner.refreshing.swap(true, Ordering::AcqRel) {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                inner.refresh(Duration::ZERO).await;
+                inner.refreshing.store(false, Ordering::Release);
+            });
+        }
+    }
+
     /// Whether `method` was served when the list was last fetched (no fetch).
     pub fn serves(&self, method: &str) -> bool {
         self.inner.cache.read().methods.contains_key(method)
