@@ -111,7 +111,6 @@ jobcast_bg() {
   PIDS+=("$PID")
 }
 
-
 # --- the systems under test -------------------------------------------------------------
 start_reference_jobs() { # Fastify gateway + 1 BullMQ worker + Redis
   start_redis

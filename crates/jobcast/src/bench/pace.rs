@@ -106,13 +106,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(late.len(), 10);
-        let mut got = Vec::new();
+        let mut got = (Vec::new(), Vec::new());
         while let Ok(t) = ra.try_recv() {
-            got.push(t.n);
+            assert_eq!(t.at, schedule.at(t.n));
+            got.0.push(t.n);
         }
-        assert_eq!(got, [0, 2, 4, 6, 8]);
         while let Ok(t) = rb.try_recv() {
-            assert!(t.n % 2 == 1 && t.at == schedule.at(t.n));
+            assert_eq!(t.at, schedule.at(t.n));
+            got.1.push(t.n);
         }
+        assert_eq!(got, (vec![0, 2, 4, 6, 8], vec![1, 3, 5, 7, 9]));
     }
 }
