@@ -30,8 +30,8 @@ const ERROR: u16 = 1 << 7;
 const ERROR_DATA: u16 = 1 << 8;
 const EXPONENTIAL: u16 = 1 << 9;
 
-/// The record in the store's form.
-pub fn encode(rec: &JobRecord) -> Vec<u8> {
+/// At most how many bytes [`encode`] appends for the record.
+pub fn encoded_bound(rec: &JobRecord) -> usize {
     let raw_len = |v: &Option<Box<RawValue>>| v.as_ref().map_or(0, |v| v.get().len());
     let strings = rec.id.len()
         + rec.method.len()
@@ -46,7 +46,13 @@ pub fn encode(rec: &JobRecord) -> Vec<u8> {
             .map_or(0, |e| e.message.len() + raw_len(&e.data))
         + rec.listeners.iter().map(String::len).sum::<usize>();
     // Every number and length fits in 10 bytes; 24 of them at most.
-    let mut w = Writer(Vec::with_capacity(strings + 240 + 10 * rec.listeners.len()));
+    strings + 240 + 10 * rec.listeners.len()
+}
+
+/// Appends the record in the store's form to `out`.
+pub fn encode(rec: &JobRecord, out: &mut Vec<u8>) {
+    out.reserve(encoded_bound(rec));
+    let mut w = Writer(out);
     let o = &rec.options;
     let mut flags = 0u16;
     let mut set = |bit: u16, on: bool| {
@@ -115,7 +121,6 @@ pub fn encode(rec: &JobRecord) -> Vec<u8> {
     for l in &rec.listeners {
         w.str(l);
     }
-    w.0
 }
 
 /// A record read back from the store, in this form or the older JSON one.
@@ -139,9 +144,9 @@ fn state_byte(s: JobState) -> u8 {
     }
 }
 
-struct Writer(Vec<u8>);
+struct Writer<'a>(&'a mut Vec<u8>);
 
-impl Writer {
+impl Writer<'_> {
     fn num(&mut self, mut n: u64) {
         while n >= 0x80 {
             self.0.push((n as u8) | 0x80);
@@ -304,6 +309,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn encoded(rec: &JobRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(rec, &mut out);
+        out
+    }
+
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
     }
@@ -355,9 +366,21 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let rec = full();
-        assert_eq!(json(&decode(&encode(&rec)).unwrap()), json(&rec));
+        assert_eq!(json(&decode(&encoded(&rec)).unwrap()), json(&rec));
         let bare = JobRecord::for_test("x");
-        assert_eq!(json(&decode(&encode(&bare)).unwrap()), json(&bare));
+        assert_eq!(json(&decode(&encoded(&bare)).unwrap()), json(&bare));
+    }
+
+    #[test]
+    fn appends_to_what_the_buffer_holds() {
+        let (a, b) = (full(), JobRecord::for_test("x"));
+        let mut out = b"key".to_vec();
+        encode(&a, &mut out);
+        let split = out.len();
+        encode(&b, &mut out);
+        assert_eq!(&out[..3], b"key");
+        assert_eq!(json(&decode(&out[3..split]).unwrap()), json(&a));
+        assert_eq!(json(&decode(&out[split..]).unwrap()), json(&b));
     }
 
     #[test]
@@ -369,12 +392,12 @@ mod tests {
     #[test]
     fn is_smaller_than_json() {
         let rec = full();
-        assert!(encode(&rec).len() * 2 < json(&rec).len());
+        assert!(encoded(&rec).len() * 2 < json(&rec).len());
     }
 
     #[test]
     fn refuses_every_cut_and_an_unknown_format() {
-        let bytes = encode(&full());
+        let bytes = encoded(&full());
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "cut at {n} read as a record");
         }
@@ -412,7 +435,7 @@ mod tests {
             rec.options.priority = priority;
             rec.options.delay_ms = delay;
             rec.listeners = listeners;
-            prop_assert_eq!(json(&decode(&encode(&rec)).unwrap()), json(&rec));
+            prop_assert_eq!(json(&decode(&encoded(&rec)).unwrap()), json(&rec));
         }
     }
 }

@@ -31,7 +31,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use store::Store;
+use store::{Store, Writes};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -161,7 +161,7 @@ impl Embedded {
             config,
             stopped: AtomicBool::new(false),
         });
-        inner.store.change(fx.writes, None);
+        inner.store.change(&fx.writes, None);
         let weak = Arc::downgrade(&inner);
         inner
             .store
@@ -191,7 +191,7 @@ impl Embedded {
             fx: Effects::default(),
             done,
         };
-        self.inner.store.change(Vec::new(), Some(note));
+        self.inner.store.change(&Writes::default(), Some(note));
         let _ = flushed.await;
     }
 
@@ -293,9 +293,10 @@ impl Inner {
     /// jobs the change ended are kept in memory as their end only; every change that ends a
     /// job is durable.
     fn send_writes(&self, mut fx: Effects, durable: bool) -> Pending {
+        // The writes stay here to be freed on this thread; the store copies them.
         let writes = std::mem::take(&mut fx.writes);
         if !durable {
-            self.store.change(writes, None);
+            self.store.change(&writes, None);
             return Pending {
                 now: fx,
                 committed: None,
@@ -306,7 +307,7 @@ impl Inner {
             ..Effects::default()
         };
         let (done, committed) = oneshot::channel();
-        self.store.change(writes, Some(Committed { fx, done }));
+        self.store.change(&writes, Some(Committed { fx, done }));
         Pending {
             now,
             committed: Some(committed),
@@ -348,15 +349,21 @@ impl Inner {
     }
 }
 
-/// Sends each event to the inboxes of its listeners.
+/// Sends each event to the inboxes of its listeners: copies to all but the last, and the event
+/// itself to the last (usually the only one), so the usual event is neither copied nor freed
+/// here, on the store's writer.
 fn send_events(
     inboxes: &HashMap<String, mpsc::UnboundedSender<Inbound>>,
     events: Vec<(Vec<String>, JobEvent)>,
 ) {
     for (listeners, event) in events {
-        for l in &listeners {
-            if let Some(tx) = inboxes.get(l) {
+        let mut to = listeners.iter().filter_map(|l| inboxes.get(l)).peekable();
+        while let Some(tx) = to.next() {
+            if to.peek().is_some() {
                 let _ = tx.send(Inbound::Job(event.clone()));
+            } else {
+                let _ = tx.send(Inbound::Job(event));
+                break;
             }
         }
     }
@@ -388,7 +395,7 @@ async fn timer(inner: Arc<Inner>, stop: CancellationToken) {
             };
             let cutoff = now.saturating_sub(inner.config.retention.as_millis() as u64);
             let purged = st.purge(cutoff, inner.config.max_ended_jobs, PURGE_PER_TICK);
-            fx.writes.extend(purged.writes);
+            fx.writes.append(&purged.writes);
             // Durable: a lapse can end a job (see `send_writes`); nothing waits for it here.
             inner.send_writes(fx, true)
         };

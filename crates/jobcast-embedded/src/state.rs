@@ -110,7 +110,7 @@ pub struct ActiveLease {
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Records to persist (`None` = delete).
-    pub writes: Vec<crate::store::Write>,
+    pub writes: crate::store::Writes,
     /// Events to deliver, each to the listed gateways.
     pub events: Vec<(Vec<String>, JobEvent)>,
     /// New ready work appeared: wake claimers.
@@ -123,7 +123,9 @@ pub struct Effects {
 impl Effects {
     fn persist(&mut self, rec: &JobRecord) {
         self.writes
-            .push((rec.id.clone(), Some(crate::codec::encode(rec))));
+            .put(&rec.id, crate::codec::encoded_bound(rec), |out| {
+                crate::codec::encode(rec, out)
+            });
     }
 
     /// Persists an ended job, and says it ended.
@@ -727,7 +729,7 @@ impl State {
                 let n = self.ended_counts.entry(slot.state()).or_default();
                 *n = n.saturating_sub(1);
             }
-            fx.writes.push((id, None));
+            fx.writes.delete(&id);
         }
         fx
     }
@@ -827,7 +829,7 @@ impl State {
         for key in &doomed {
             if let Some(id) = self.ended.remove(key) {
                 self.jobs.remove(&id);
-                fx.writes.push((id, None));
+                fx.writes.delete(&id);
             }
         }
         let n = self.ended_counts.entry(state).or_default();
