@@ -4,12 +4,14 @@
 //! per-job metrics share.
 #![warn(missing_docs)]
 
+mod cancel;
 pub mod conformance;
 mod error;
 mod labelled;
 mod traits;
 mod types;
 
+pub use cancel::JobCancel;
 pub use error::{Error, Result};
 pub use labelled::ByLabels;
 pub use traits::{Bus, JobQueue};

@@ -4,7 +4,6 @@ use jobcast_protocol::{ErrorCode, JobOptions, RequestId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_util::sync::CancellationToken;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -231,7 +230,7 @@ pub struct ClaimedJob {
     /// of its retry backoff. The wait until the claim is queue latency.
     pub due_at_ms: u64,
     /// Fires when the job is cancelled or the lease is lost: the handler must stop.
-    pub cancel: CancellationToken,
+    pub cancel: crate::JobCancel,
 }
 
 /// Why an attempt did not produce a result.

@@ -6,8 +6,8 @@
 
 use crate::records::{Records, Slot};
 use jobcast_core::{
-    AttemptFailure, Cancelled, Enqueued, FailOutcome, JobError, JobEvent, JobSnapshot, JobState,
-    Lease, NewJob, QueueCounts, Retried,
+    AttemptFailure, Cancelled, Enqueued, FailOutcome, JobCancel, JobError, JobEvent, JobSnapshot,
+    JobState, Lease, NewJob, QueueCounts, Retried,
 };
 use jobcast_protocol::{ErrorCode, JobOptions, RequestId};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,6 @@ use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, HashMap},
 };
-use tokio_util::sync::CancellationToken;
 
 /// The state's hash maps, on the hot path of every job: foldhash, as the job map
 /// (`records.rs`).
@@ -103,7 +102,7 @@ pub struct ActiveLease {
     /// The lease's number, unique: with the deadline, its key in the deadline index.
     pub n: u64,
     pub deadline: u64,
-    pub cancel: CancellationToken,
+    pub cancel: JobCancel,
 }
 
 /// What the caller must do after a change.
@@ -487,7 +486,7 @@ impl State {
             rec.attempt += 1;
             rec.started_at = Some(now);
             fx.persist(rec);
-            let cancel = CancellationToken::new();
+            let cancel = JobCancel::new();
             let deadline = now + lease_ms;
             self.deadlines.insert((deadline, n), id.clone());
             self.active.insert(

@@ -14,8 +14,8 @@ pub mod testing;
 use async_trait::async_trait;
 use jobcast_core::{
     AttemptFailure, Audience, Bus, Cancelled, ClaimedJob, Enqueued, Error, FailOutcome,
-    GatewayReport, Inbound, JobQueue, JobSnapshot, JobState, Lease, MethodInfo, NewJob, Presence,
-    QueueCounts, Result, Retried, WorkerAnnouncement, now_ms,
+    GatewayReport, Inbound, JobCancel, JobQueue, JobSnapshot, JobState, Lease, MethodInfo, NewJob,
+    Presence, QueueCounts, Result, Retried, WorkerAnnouncement, now_ms,
 };
 use keys::Keys;
 use parking_lot::Mutex;
@@ -107,7 +107,7 @@ struct Inner {
     scripts: scripts::Scripts,
     config: RedisConfig,
     /// Running jobs of this process's workers: job id → (token, cancel).
-    running: Mutex<HashMap<String, (String, CancellationToken)>>,
+    running: Mutex<HashMap<String, (String, JobCancel)>>,
     /// Gateway inboxes of this process: channel → sender.
     inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<Inbound>>>,
     /// Topic channel → gateways of this process subscribed to it.
@@ -738,7 +738,7 @@ impl JobQueue for RedisBackend {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut running = self.inner.running.lock();
                 for (id, method, params, d, attempt, token, due) in rows {
-                    let cancel = CancellationToken::new();
+                    let cancel = JobCancel::new();
                     running.insert(id.clone(), (token.clone(), cancel.clone()));
                     let (attempts, timeout) = record::limits(&d);
                     out.push(ClaimedJob {

@@ -1,11 +1,10 @@
 //! The per-job context a handler receives: identity of the attempt, progress reporting and
 //! cancellation.
 
-use jobcast_core::{JobQueue, Lease};
+use jobcast_core::{JobCancel, JobQueue, Lease};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// Progress could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +22,7 @@ pub enum ProgressError {
 pub struct Context {
     pub(crate) lease: Lease,
     pub(crate) queue: Arc<dyn JobQueue>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: JobCancel,
     pub(crate) attempt: u32,
     pub(crate) attempts: u32,
 }

@@ -7,7 +7,8 @@ use crate::{
 };
 use futures_util::FutureExt;
 use jobcast_core::{
-    AttemptFailure, ByLabels, ClaimedJob, JobQueue, Lease, MethodInfo, WorkerAnnouncement,
+    AttemptFailure, ByLabels, ClaimedJob, JobCancel, JobQueue, Lease, MethodInfo,
+    WorkerAnnouncement,
 };
 use metrics::Histogram;
 use parking_lot::Mutex;
@@ -157,7 +158,7 @@ impl WorkerBuilder {
 /// A running job as the worker tracks it.
 struct Running {
     lease: Lease,
-    cancel: CancellationToken,
+    cancel: JobCancel,
 }
 
 /// Runs handlers for jobs claimed from a queue.
