@@ -350,8 +350,8 @@ impl Inner {
 }
 
 /// Sends each event to the inboxes of its listeners: copies to all but the last, and the event
-/// itself to the last (usually the only one), so the usual event is neither copied nor freed
-/// here, on the store's writer.
+/// itself to the last (usually the only one), so the usual event is not copied (and, after a
+/// commit, not freed on the store's writer).
 fn send_events(
     inboxes: &HashMap<String, mpsc::UnboundedSender<Inbound>>,
     events: Vec<(Vec<String>, JobEvent)>,

@@ -6,9 +6,8 @@
 //!
 //! Writes travel packed ([`Writes`]): a change's keys and records in one buffer, copied into
 //! the writer's queue. The writer takes the whole queue at once by swapping it with a spare
-//! it keeps, so no write is an allocation of its own, and no allocation made by the threads
-//! that change jobs is freed by the writer (memory freed on another thread than the one that
-//! took it sends the allocator down its slow paths on both).
+//! it keeps, so no write is an allocation of its own, and the writer frees nothing the threads
+//! that change jobs allocated (docs/decisions.md, session 14).
 
 use parking_lot::{Condvar, Mutex};
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,9 +23,10 @@ use std::{
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
-/// A queue buffer larger than this is shrunk back to it after its commit, so one burst does
-/// not keep its memory for good (the writer keeps two queues' worth).
+/// A queue's buffers are shrunk back to this many bytes and writes after their commit, so one
+/// burst does not keep its memory for good (the writer keeps two queues' worth).
 const KEEP_BYTES: usize = 4 << 20;
+const KEEP_WRITES: usize = 64 << 10;
 
 /// Writes of records, in order, packed in one buffer: each write's key, then its record.
 #[derive(Debug, Default)]
@@ -88,9 +88,8 @@ impl Writes {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
-        if self.bytes.capacity() > KEEP_BYTES {
-            self.bytes.shrink_to(KEEP_BYTES);
-        }
+        self.bytes.shrink_to(KEEP_BYTES);
+        self.ends.shrink_to(KEEP_WRITES);
     }
 }
 
@@ -312,6 +311,17 @@ mod tests {
         );
         all.clear();
         assert!(all.is_empty() && listed(&all).is_empty());
+    }
+
+    #[test]
+    fn a_cleared_queue_lets_go_of_a_burst() {
+        let mut w = Writes::default();
+        for i in 0..2 * KEEP_WRITES {
+            w.put(&format!("job-{i}"), 64, |b| b.resize(b.len() + 64, 0));
+        }
+        assert!(w.bytes.capacity() > KEEP_BYTES && w.ends.capacity() > KEEP_WRITES);
+        w.clear();
+        assert!(w.bytes.capacity() <= KEEP_BYTES && w.ends.capacity() <= KEEP_WRITES);
     }
 
     #[test]
